@@ -1,0 +1,68 @@
+"""Names on the wire: exchanges, queues and routing keys of the message contract.
+
+These names are fixed by the contract (DESIGN section 3); other processes and
+languages rely on them.
+
+Example::
+
+    >>> resource_key("node1")
+    'resource.node1'
+    >>> work_queue("node1")
+    'jupiter.transfer.node1'
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidName
+
+EVENTS_EXCHANGE = "jupiter.events"
+"""Topic exchange carrying resource, network-cost and transfer-done events."""
+TRANSFERS_EXCHANGE = "jupiter.transfers"
+"""Direct exchange routing transfer requests to a node's work queue."""
+DEAD_EXCHANGE = "jupiter.dead"
+"""Fanout exchange receiving dead letters."""
+DEAD_QUEUE = "jupiter.dead"
+"""Durable queue bound to :data:`DEAD_EXCHANGE`."""
+DEFAULT_EXCHANGE = ""
+"""The AMQP default exchange: routes to the queue named by the routing key."""
+
+ERROR_HEADER = "x-jupiter-error"
+"""Header naming why a message was dead-lettered."""
+ORIGINAL_EXCHANGE_HEADER = "x-jupiter-original-exchange"
+ORIGINAL_ROUTING_KEY_HEADER = "x-jupiter-original-routing-key"
+
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_node(name: str, *, what: str = "node name") -> str:
+    """Return ``name`` if it is a valid node name, else raise :class:`InvalidName`.
+
+    Node names are single routing-key words: ``[A-Za-z0-9_-]+``.
+    """
+    if not isinstance(name, str) or NODE_NAME_RE.fullmatch(name) is None:
+        raise InvalidName(f"{what} {name!r} is not valid: use letters, digits, '_' and '-' only")
+    return name
+
+
+def resource_key(node: str) -> str:
+    """Routing key of a node's resource events."""
+    return f"resource.{check_node(node)}"
+
+
+def network_key(src: str, dst: str) -> str:
+    """Routing key of a link's cost events."""
+    return (
+        f"network.{check_node(src, what='source node')}.{check_node(dst, what='destination node')}"
+    )
+
+
+def transfer_done_key(node: str) -> str:
+    """Routing key of the results of transfers executed by ``node``."""
+    return f"transfer.done.{check_node(node)}"
+
+
+def work_queue(node: str) -> str:
+    """Name of the durable work queue of transfer requests for ``node``."""
+    return f"jupiter.transfer.{check_node(node)}"

@@ -1,0 +1,579 @@
+"""The RabbitMQ transport (aio-pika): ``amqp://`` and ``amqps://`` URLs.
+
+- one robust connection per transport (``connect_robust``): channels, queues,
+  bindings and consumers come back by themselves after the connection is lost;
+  this module keeps a strong reference to every object it needs restored (aio-pika
+  restores only objects still referenced);
+- publishes go through a channel with publisher confirms: :meth:`publish` returns
+  once the broker has the message; a publish interrupted by a lost connection is
+  retried once the connection is back, up to ``publish_timeout``;
+- each consumer and subscription has its own channel, so its prefetch is its own
+  and closing it hands unacked deliveries back to the broker;
+- requests use RabbitMQ's direct reply-to (``amq.rabbitmq.reply-to``).
+
+Example::
+
+    bus = AmqpTransport("amqp://guest:guest@127.0.0.1:5672/")
+    await bus.connect()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustQueue,
+    DeliveryMode,
+    ExchangeType,
+)
+
+from ..errors import InvalidURL, RequestTimeout, TransportError, Unroutable
+from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
+from .base import (
+    DEFAULT_MAX_BACKLOG,
+    JSON_CONTENT_TYPE,
+    Consumer,
+    Delivery,
+    Envelope,
+    Headers,
+    HeaderValue,
+    Subscription,
+    Transport,
+    check_prefetch,
+)
+
+log = logging.getLogger(__name__)
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+_SUBSCRIPTION_PREFETCH = 512
+_SUBSCRIPTION_ACK_EVERY = 128
+_RETRYABLE = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ConnectionClosed,
+    ConnectionError,
+)
+
+
+def _envelope(message: AbstractIncomingMessage) -> Envelope:
+    return Envelope(
+        body=message.body,
+        exchange=message.exchange or "",
+        routing_key=message.routing_key or "",
+        headers=message.headers,
+        content_type=message.content_type,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        message_id=message.message_id,
+        redelivered=bool(message.redelivered),
+    )
+
+
+def _is_stale(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel that delivered ``message`` has gone (it will be redelivered)."""
+    try:
+        return message.channel.is_closed
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        return True
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+
+class AmqpDelivery(Delivery):
+    """A delivery from a RabbitMQ work queue."""
+
+    __slots__ = ("_message", "_transport")
+
+    def __init__(self, message: AbstractIncomingMessage, transport: AmqpTransport) -> None:
+        super().__init__(_envelope(message))
+        self._message = message
+        self._transport = transport
+
+    async def _ack(self) -> None:
+        try:
+            await self._message.ack()
+        except (*_RETRYABLE, aio_pika.exceptions.ChannelInvalidStateError):
+            log.warning(
+                "ack of %s lost with its channel; the broker will deliver it again",
+                self.envelope.message_id or self.envelope.routing_key,
+            )
+
+    async def _requeue(self) -> None:
+        with contextlib.suppress(*_RETRYABLE, aio_pika.exceptions.ChannelInvalidStateError):
+            await self._message.nack(requeue=True)
+
+    async def _publish_dead(self, reason: str, body: bytes | None) -> None:
+        await self._transport.dead_letter(self.envelope, reason, body=body)
+
+
+class AmqpConsumer(Consumer):
+    """Consumes one RabbitMQ work queue on its own channel with a prefetch limit."""
+
+    def __init__(self, transport: AmqpTransport, queue: str, prefetch: int) -> None:
+        self._transport = transport
+        self._queue_name = queue
+        self._prefetch = check_prefetch(prefetch)
+        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractRobustQueue | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        channel = await self._transport.open_channel()
+        self._channel = channel
+        try:
+            await channel.set_qos(prefetch_count=self._prefetch)
+            self._queue = await channel.declare_queue(self._queue_name, passive=True)
+            await self._queue.consume(self._on_message, no_ack=False)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            await self.close()
+            raise TransportError(
+                f"no queue {self._queue_name!r}: declare it before consuming"
+            ) from None
+        self._transport.track(self)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._buffer.put_nowait(message)
+
+    async def __anext__(self) -> AmqpDelivery:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            message = await self._buffer.get()
+            if message is None:
+                raise StopAsyncIteration
+            if not _is_stale(message):
+                return AmqpDelivery(message, self._transport)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.put_nowait(None)
+        channel, self._channel, self._queue = self._channel, None, None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()  # unacked deliveries go back to the queue
+        self._transport.untrack(self)
+
+
+class AmqpSubscription(Subscription):
+    """A private queue (exclusive, bounded, drop-head) bound to topic patterns."""
+
+    def __init__(
+        self,
+        transport: AmqpTransport,
+        patterns: Sequence[str],
+        exchange: str,
+        max_backlog: int,
+    ) -> None:
+        self._transport = transport
+        self._patterns = list(patterns)
+        self._exchange = exchange
+        self._max_backlog = max_backlog
+        self._name = f"jupiter.sub.{uuid.uuid4().hex}"
+        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractRobustQueue | None = None
+        self._unacked: AbstractIncomingMessage | None = None
+        self._taken = 0
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._channel is not None:
+            return
+        channel = await self._transport.open_channel()
+        self._channel = channel
+        await channel.set_qos(prefetch_count=_SUBSCRIPTION_PREFETCH)
+        # A client-chosen name: after a reconnect aio-pika re-declares the same
+        # queue (server-named "amq.gen-*" queues cannot be re-declared by name).
+        queue = await channel.declare_queue(
+            self._name,
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            arguments={"x-max-length": self._max_backlog},
+        )
+        self._queue = queue
+        for pattern in self._patterns:
+            await queue.bind(self._exchange, pattern)
+        await queue.consume(self._on_message, no_ack=False)
+        self._transport.track(self)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._buffer.put_nowait(message)
+
+    async def _ack_taken(self) -> None:
+        message, self._unacked = self._unacked, None
+        if message is not None and not _is_stale(message):
+            with contextlib.suppress(*_RETRYABLE):
+                await message.ack(multiple=True)
+
+    async def __anext__(self) -> Envelope:
+        while True:
+            if self._buffer.empty():
+                await self._ack_taken()  # about to wait: let the broker send more
+            message = await self._buffer.get()
+            if message is None or self._closed:
+                raise StopAsyncIteration
+            if _is_stale(message):
+                continue
+            self._unacked = message
+            self._taken += 1
+            if self._taken % _SUBSCRIPTION_ACK_EVERY == 0:
+                await self._ack_taken()
+            return _envelope(message)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.put_nowait(None)
+        channel, self._channel, self._queue = self._channel, None, None
+        if channel is not None:
+            # Closing the channel cancels the consumer and the auto-delete queue goes
+            # with it; deleting the queue first would make the broker cancel a live
+            # consumer, which aio-pika treats as a reason to reconnect.
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._transport.untrack(self)
+
+
+class AmqpTransport(Transport):
+    """Transport on RabbitMQ through aio-pika.
+
+    ``connection_name`` is shown by ``rabbitmqctl list_connections`` (default: this
+    process's pid). ``publish_timeout`` bounds how long :meth:`publish` waits for a
+    confirm, including waiting out a reconnection.
+
+    Example::
+
+        async with AmqpTransport("amqp://guest:guest@127.0.0.1/") as bus:
+            await bus.connect()
+            await bus.publish("jupiter.events", "resource.n1", b"{...}")
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connection_name: str | None = None,
+        publish_timeout: float = 30.0,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("amqp", "amqps"):
+            raise InvalidURL(f"not an AMQP URL: {_safe_url(url)}")
+        self.url = url
+        self.connection_name = connection_name or f"jupiter-bus pid {os.getpid()}"
+        self.publish_timeout = publish_timeout
+        self.reconnect_interval = reconnect_interval
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._admin: AbstractRobustChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._owned: set[AmqpConsumer | AmqpSubscription] = set()
+        self._rpc_channel: AbstractRobustChannel | None = None
+        self._rpc_queue: AbstractRobustQueue | None = None
+        self._rpc_lock = asyncio.Lock()
+        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AmqpTransport({_safe_url(self.url)!r})"
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        """The underlying robust connection (for tools and tests)."""
+        if self._connection is None:
+            raise TransportError("transport not connected: call connect() first")
+        return self._connection
+
+    async def connect(self) -> None:
+        if self._connection is not None:
+            return
+        try:
+            connection = await aio_pika.connect_robust(
+                self.url,
+                client_properties={"connection_name": self.connection_name},
+                reconnect_interval=self.reconnect_interval,
+            )
+        except (OSError, aiormq.exceptions.AMQPError) as exc:
+            raise TransportError(
+                f"cannot connect to {_safe_url(self.url)}: {type(exc).__name__}. "
+                "Is RabbitMQ running and are the credentials right?"
+            ) from None
+        self._connection = connection
+        self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._admin = await connection.channel(publisher_confirms=False)
+        await self._declare_topology(self._admin)
+
+    async def _declare_topology(self, channel: AbstractRobustChannel) -> None:
+        await channel.declare_exchange(EVENTS_EXCHANGE, ExchangeType.TOPIC, durable=True)
+        await channel.declare_exchange(TRANSFERS_EXCHANGE, ExchangeType.DIRECT, durable=True)
+        dead = await channel.declare_exchange(DEAD_EXCHANGE, ExchangeType.FANOUT, durable=True)
+        queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
+        await queue.bind(dead, "")
+
+    async def open_channel(self) -> AbstractRobustChannel:
+        """A new robust channel on this transport's connection."""
+        self._check_open()
+        channel = await self.connection.channel(publisher_confirms=False)
+        assert isinstance(channel, aio_pika.RobustChannel)
+        return channel
+
+    def track(self, owned: AmqpConsumer | AmqpSubscription) -> None:
+        self._owned.add(owned)
+
+    def untrack(self, owned: AmqpConsumer | AmqpSubscription) -> None:
+        self._owned.discard(owned)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError(f"transport {_safe_url(self.url)} is closed")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for owned in list(self._owned):
+            await owned.close()
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(TransportError("transport closed before the reply came"))
+        self._pending.clear()
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+
+    async def _exchange(self, channel: AbstractRobustChannel, name: str) -> AbstractExchange:
+        if name == "":
+            return channel.default_exchange
+        key = f"{id(channel)}:{name}"
+        exchange = self._exchanges.get(key)
+        if exchange is None:
+            exchange = await channel.get_exchange(name, ensure=False)
+            self._exchanges[key] = exchange
+        return exchange
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Headers | None = None,
+        persistent: bool = False,
+        mandatory: bool = False,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        message_id: str | None = None,
+        content_type: str = JSON_CONTENT_TYPE,
+    ) -> None:
+        self._check_open()
+        if self._channel is None:
+            raise TransportError("transport not connected: call connect() first")
+        await self._publish_on(
+            self._channel,
+            exchange,
+            routing_key,
+            aio_pika.Message(
+                body,
+                headers=dict(headers) if headers else None,
+                content_type=content_type,
+                delivery_mode=DeliveryMode.PERSISTENT
+                if persistent
+                else DeliveryMode.NOT_PERSISTENT,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                message_id=message_id,
+            ),
+            mandatory,
+        )
+
+    async def _publish_on(
+        self,
+        channel: AbstractRobustChannel,
+        exchange: str,
+        routing_key: str,
+        message: aio_pika.Message,
+        mandatory: bool,
+    ) -> None:
+        deadline = time.monotonic() + self.publish_timeout
+        while True:
+            target = await self._exchange(channel, exchange)
+            try:
+                await target.publish(
+                    message,
+                    routing_key,
+                    mandatory=mandatory,
+                    timeout=max(0.001, deadline - time.monotonic()),
+                )
+                return
+            except aiormq.exceptions.PublishError:
+                raise Unroutable(
+                    f"no queue is bound to {exchange!r} for routing key {routing_key!r}"
+                ) from None
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise TransportError(f"no exchange {exchange!r} on the broker") from None
+            except TimeoutError:
+                raise TransportError(
+                    f"publish to {exchange!r}/{routing_key!r} not confirmed within "
+                    f"{self.publish_timeout:g} s"
+                ) from None
+            except _RETRYABLE as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    raise TransportError(
+                        f"publish to {exchange!r}/{routing_key!r} failed: connection lost "
+                        f"({type(exc).__name__}) and not back within {self.publish_timeout:g} s"
+                    ) from None
+                log.info("publish interrupted by %s; waiting for reconnection", type(exc).__name__)
+                try:
+                    await asyncio.wait_for(channel.ready(), remaining)
+                except TimeoutError:
+                    continue
+
+    async def declare_queue(
+        self,
+        name: str,
+        *,
+        bindings: Sequence[tuple[str, str]] = (),
+        arguments: Mapping[str, HeaderValue] | None = None,
+    ) -> None:
+        self._check_open()
+        if self._admin is None:
+            raise TransportError("transport not connected: call connect() first")
+        try:
+            queue = await self._admin.declare_queue(
+                name, durable=True, arguments=dict(arguments) if arguments else None
+            )
+            for exchange, key in bindings:
+                await queue.bind(exchange, key)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise TransportError(
+                f"queue {name!r} exists with other arguments ({exc.args[0] if exc.args else ''}): "
+                "every part of a deployment must declare it alike"
+            ) from None
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise TransportError(f"cannot declare or bind {name!r}: {exc}") from None
+
+    async def _on_scratch_channel(self, name: str, op: str) -> Any:
+        channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            underlay = await channel.get_underlay_channel()
+            if op == "delete":
+                return await underlay.queue_delete(name)
+            return await underlay.queue_declare(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise TransportError(f"no queue {name!r}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def delete_queue(self, name: str) -> None:
+        self._check_open()
+        with contextlib.suppress(TransportError):
+            await self._on_scratch_channel(name, "delete")
+
+    async def queue_length(self, name: str) -> int:
+        self._check_open()
+        result = await self._on_scratch_channel(name, "declare")
+        return int(result.message_count or 0)
+
+    def subscribe(
+        self,
+        patterns: Sequence[str],
+        *,
+        exchange: str = EVENTS_EXCHANGE,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+    ) -> AmqpSubscription:
+        self._check_open()
+        return AmqpSubscription(self, patterns, exchange, max_backlog)
+
+    def consume(self, queue: str, *, prefetch: int = 16) -> AmqpConsumer:
+        self._check_open()
+        return AmqpConsumer(self, queue, prefetch)
+
+    async def _rpc(self) -> AbstractRobustChannel:
+        if self._rpc_channel is not None:
+            return self._rpc_channel
+        async with self._rpc_lock:
+            if self._rpc_channel is None:
+                channel = await self.connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                queue = await channel.declare_queue(DIRECT_REPLY_TO, passive=True)
+                await queue.consume(self._on_reply, no_ack=True)
+                self._rpc_queue = queue  # strong reference: restored after reconnects
+                self._rpc_channel = channel
+        assert self._rpc_channel is not None
+        return self._rpc_channel
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        waiter = self._pending.pop(message.correlation_id or "", None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(_envelope(message))
+
+    async def request(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        timeout: float,
+        headers: Headers | None = None,
+        persistent: bool = True,
+        mandatory: bool = True,
+        correlation_id: str | None = None,
+    ) -> Envelope:
+        self._check_open()
+        channel = await self._rpc()
+        correlation_id = correlation_id or uuid.uuid4().hex
+        waiter: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = waiter
+        try:
+            await self._publish_on(
+                channel,
+                exchange,
+                routing_key,
+                aio_pika.Message(
+                    body,
+                    headers=dict(headers) if headers else None,
+                    content_type=JSON_CONTENT_TYPE,
+                    delivery_mode=(
+                        DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT
+                    ),
+                    correlation_id=correlation_id,
+                    reply_to=DIRECT_REPLY_TO,
+                ),
+                mandatory,
+            )
+            try:
+                return await asyncio.wait_for(waiter, timeout)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"no reply to the request sent to {exchange!r}/{routing_key!r} "
+                    f"within {timeout:g} s"
+                ) from None
+        finally:
+            self._pending.pop(correlation_id, None)

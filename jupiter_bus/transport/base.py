@@ -1,0 +1,460 @@
+"""The transport seam: one small protocol every bus implementation follows.
+
+Everything above this module (the facade, state, providers) speaks only to
+:class:`Transport`; ``memory`` and ``amqp`` sit below it and are held to the same
+behaviour by one contract test suite.
+
+The model is AMQP 0-9-1's, reduced to what jupiter-bus needs:
+
+- exchanges (``topic``, ``direct``, ``fanout`` and the default exchange ``""``, which
+  routes to the queue named by the routing key) receive published messages;
+- :meth:`Transport.subscribe` binds a private, bounded queue to topic patterns and
+  yields :class:`Envelope` objects (live events: when a subscriber falls more than
+  ``max_backlog`` messages behind, the oldest are dropped);
+- :meth:`Transport.consume` reads a durable work queue with a prefetch limit and
+  yields :class:`Delivery` objects that must be acked, requeued or dead-lettered;
+  deliveries not acked when a consumer goes away are delivered again;
+- :meth:`Transport.request` publishes and awaits one reply (``reply_to`` +
+  ``correlation_id``), with a timeout.
+
+Example::
+
+    async with await connect("memory://demo") as bus:
+        async with bus.subscribe(["resource.*"]) as events:
+            await bus.publish(EVENTS_EXCHANGE, "resource.node1", b"{}")
+            envelope = await anext(events)
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from ..errors import TransportError
+from ..topology import (
+    DEAD_EXCHANGE,
+    ERROR_HEADER,
+    EVENTS_EXCHANGE,
+    ORIGINAL_EXCHANGE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    TRANSFERS_EXCHANGE,
+    check_node,
+    work_queue,
+)
+
+log = logging.getLogger(__name__)
+
+HeaderValue = str | int | float | bool | None
+Headers = Mapping[str, HeaderValue]
+ExchangeType = Literal["topic", "direct", "fanout"]
+QueueType = Literal["classic", "quorum"]
+
+JSON_CONTENT_TYPE = "application/json"
+DEFAULT_MAX_BACKLOG = 100_000
+"""Default bound on a subscription's queue: older events are dropped beyond it."""
+MAX_REASON_CHARS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message as received: its body and the properties that travelled with it.
+
+    Example::
+
+        envelope.routing_key  # 'resource.node1'
+        decode(envelope.body)
+    """
+
+    body: bytes
+    exchange: str
+    routing_key: str
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    content_type: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    message_id: str | None = None
+    redelivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkQueueOptions:
+    """How work queues are declared; everything in one deployment must agree.
+
+    ``queue_type`` is ``classic`` (the default) or ``quorum``; quorum queues take
+    ``delivery_limit`` (RabbitMQ's ``x-delivery-limit``), after which a message that
+    keeps coming back is dead-lettered by the broker itself.
+
+    Example::
+
+        WorkQueueOptions(queue_type="quorum", delivery_limit=5)
+    """
+
+    queue_type: QueueType = "classic"
+    delivery_limit: int | None = None
+
+    def arguments(self) -> dict[str, HeaderValue]:
+        """The AMQP ``x-`` arguments for a work queue declared with these options."""
+        args: dict[str, HeaderValue] = {"x-dead-letter-exchange": DEAD_EXCHANGE}
+        if self.queue_type == "quorum":
+            args["x-queue-type"] = "quorum"
+            if self.delivery_limit is not None:
+                args["x-delivery-limit"] = self.delivery_limit
+        return args
+
+
+class Delivery(abc.ABC):
+    """One message taken from a work queue, owed an answer.
+
+    Exactly one of :meth:`ack`, :meth:`requeue` or :meth:`dead_letter` should be
+    called; a delivery left unanswered when its consumer closes goes back to the
+    queue and is delivered again (``redelivered`` set).
+
+    Example::
+
+        async for delivery in consumer:
+            try:
+                job = decode(delivery.envelope.body)
+            except MessageError as exc:
+                await delivery.dead_letter(str(exc))
+                continue
+            ...
+            await delivery.ack()
+    """
+
+    __slots__ = ("_settled", "envelope")
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.envelope = envelope
+        self._settled = False
+
+    @property
+    def settled(self) -> bool:
+        """Whether this delivery was already acked, requeued or dead-lettered."""
+        return self._settled
+
+    async def ack(self) -> None:
+        """Confirm the message was handled; the queue forgets it."""
+        if self._settle():
+            await self._ack()
+
+    async def requeue(self) -> None:
+        """Give the message back to the queue, to be delivered again."""
+        if self._settle():
+            await self._requeue()
+
+    async def dead_letter(self, reason: str, *, body: bytes | None = None) -> None:
+        """Republish to ``jupiter.dead`` with ``reason``, then ack.
+
+        ``body`` replaces the original body in the dead-lettered copy (e.g. with its
+        password removed); ``reason`` must not contain a secret.
+        """
+        if not self._settled:
+            await self._publish_dead(reason, body)
+        if self._settle():
+            await self._ack()
+
+    def _settle(self) -> bool:
+        if self._settled:
+            return False
+        self._settled = True
+        return True
+
+    @abc.abstractmethod
+    async def _ack(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _requeue(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _publish_dead(self, reason: str, body: bytes | None) -> None: ...
+
+
+class Subscription(abc.ABC):
+    """A live feed of events matching topic patterns; an async context manager.
+
+    Entering binds the subscription (events published afterwards are seen);
+    leaving unbinds it and removes its queue.
+
+    Example::
+
+        async with bus.subscribe(["network.#"]) as feed:
+            async for envelope in feed:
+                ...
+    """
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncIterator[Envelope]:
+        return self
+
+    @abc.abstractmethod
+    async def __anext__(self) -> Envelope: ...
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Declare and bind the subscription's queue and start consuming."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop consuming and remove the subscription's queue. Idempotent."""
+
+
+class Consumer(abc.ABC):
+    """A consumer of one durable work queue; an async context manager.
+
+    Yields :class:`Delivery` objects, at most ``prefetch`` unanswered at a time.
+    Leaving the context returns unanswered deliveries to the queue.
+    """
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    @abc.abstractmethod
+    async def __anext__(self) -> Delivery: ...
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start consuming."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop consuming; unanswered deliveries go back to the queue. Idempotent."""
+
+
+class Transport(abc.ABC):
+    """The seam between jupiter-bus and a message bus.
+
+    Obtain one with :func:`jupiter_bus.transport.connect`; use it as an async
+    context manager (or call :meth:`close`).
+
+    Example::
+
+        async with await connect("amqp://guest:guest@127.0.0.1/") as bus:
+            await bus.publish("jupiter.events", "resource.node1", body)
+    """
+
+    url: str
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Connect and declare the contract's exchanges and dead-letter queue."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close every subscription, consumer and connection. Idempotent."""
+
+    @abc.abstractmethod
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Headers | None = None,
+        persistent: bool = False,
+        mandatory: bool = False,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        message_id: str | None = None,
+        content_type: str = JSON_CONTENT_TYPE,
+    ) -> None:
+        """Publish ``body``; returns once the bus has taken responsibility for it.
+
+        With ``mandatory``, a message that reaches no queue raises
+        :class:`~jupiter_bus.errors.Unroutable`. On AMQP the broker confirms each
+        publish; ``persistent`` messages survive a broker restart in durable queues.
+        """
+
+    @abc.abstractmethod
+    async def declare_queue(
+        self,
+        name: str,
+        *,
+        bindings: Sequence[tuple[str, str]] = (),
+        arguments: Mapping[str, HeaderValue] | None = None,
+    ) -> None:
+        """Declare a durable queue (idempotent) bound by (exchange, routing key) pairs."""
+
+    @abc.abstractmethod
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and what it holds; no error when it does not exist."""
+
+    @abc.abstractmethod
+    async def queue_length(self, name: str) -> int:
+        """Number of messages ready in a queue (not counting unacked ones)."""
+
+    @abc.abstractmethod
+    def subscribe(
+        self,
+        patterns: Sequence[str],
+        *,
+        exchange: str = EVENTS_EXCHANGE,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+    ) -> Subscription:
+        """A subscription to ``exchange`` (default ``jupiter.events``) by topic patterns.
+
+        ``*`` matches exactly one dot-separated word and ``#`` zero or more, as in
+        RabbitMQ. Use it with ``async with``.
+        """
+
+    @abc.abstractmethod
+    def consume(self, queue: str, *, prefetch: int = 16) -> Consumer:
+        """A consumer of the work queue ``queue``; use it with ``async with``."""
+
+    @abc.abstractmethod
+    async def request(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        timeout: float,
+        headers: Headers | None = None,
+        persistent: bool = True,
+        mandatory: bool = True,
+        correlation_id: str | None = None,
+    ) -> Envelope:
+        """Publish ``body`` with a private ``reply_to`` and await the one reply.
+
+        Raises :class:`~jupiter_bus.errors.RequestTimeout` when no reply arrives
+        within ``timeout`` seconds and :class:`~jupiter_bus.errors.Unroutable` when
+        the request reaches no queue.
+        """
+
+    async def reply(
+        self,
+        request: Envelope,
+        body: bytes,
+        *,
+        headers: Headers | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Send ``body`` to the ``reply_to`` of ``request`` with its correlation id.
+
+        A request without ``reply_to`` gets nothing; a reply that finds no listener
+        is dropped (the requester has gone).
+        """
+        if not request.reply_to:
+            return
+        await self.publish(
+            "",
+            request.reply_to,
+            body,
+            headers=headers,
+            correlation_id=correlation_id or request.correlation_id,
+        )
+
+    async def dead_letter(
+        self, envelope: Envelope, reason: str, *, body: bytes | None = None
+    ) -> None:
+        """Republish ``envelope`` to ``jupiter.dead`` with ``reason`` in ``x-jupiter-error``.
+
+        Used for messages a consumer cannot handle; for work-queue deliveries use
+        :meth:`Delivery.dead_letter`, which also acks.
+        """
+        headers: dict[str, HeaderValue] = {
+            k: v for k, v in envelope.headers.items() if isinstance(v, str | int | float | bool)
+        }
+        headers[ERROR_HEADER] = reason[:MAX_REASON_CHARS]
+        headers[ORIGINAL_EXCHANGE_HEADER] = envelope.exchange
+        headers[ORIGINAL_ROUTING_KEY_HEADER] = envelope.routing_key
+        log.warning(
+            "dead-lettering message from %s/%s: %s",
+            envelope.exchange or "(default)",
+            envelope.routing_key,
+            headers[ERROR_HEADER],
+        )
+        await self.publish(
+            DEAD_EXCHANGE,
+            envelope.routing_key,
+            envelope.body if body is None else body,
+            headers=headers,
+            persistent=True,
+            correlation_id=envelope.correlation_id,
+            message_id=envelope.message_id,
+            content_type=envelope.content_type or JSON_CONTENT_TYPE,
+        )
+
+    async def declare_work_queue(self, node: str, options: WorkQueueOptions | None = None) -> str:
+        """Declare ``jupiter.transfer.<node>`` bound to ``jupiter.transfers``; return its name."""
+        name = work_queue(check_node(node))
+        await self.declare_queue(
+            name,
+            bindings=[(TRANSFERS_EXCHANGE, node)],
+            arguments=(options or WorkQueueOptions()).arguments(),
+        )
+        return name
+
+
+@functools.lru_cache(maxsize=4096)
+def _topic_regex(pattern: str) -> re.Pattern[str]:
+    parts = []
+    for word in pattern.split("."):
+        if word == "#":
+            parts.append(r"(?:\.[^.]*)*")
+        elif word == "*":
+            parts.append(r"\.[^.]*")
+        else:
+            parts.append(r"\." + re.escape(word))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """Whether ``routing_key`` matches the topic ``pattern`` exactly as RabbitMQ does.
+
+    Words are separated by ``.``; ``*`` matches one word, ``#`` zero or more.
+
+    Example::
+
+        >>> topic_matches("network.*.node2", "network.node1.node2")
+        True
+        >>> topic_matches("resource.#", "resource")
+        True
+    """
+    return _topic_regex(pattern).fullmatch("." + routing_key) is not None
+
+
+def check_prefetch(prefetch: int) -> int:
+    """Validate a prefetch limit (1..65535, AMQP's range)."""
+    if not 1 <= prefetch <= 65_535:
+        raise TransportError(f"prefetch must be between 1 and 65535, got {prefetch}")
+    return prefetch

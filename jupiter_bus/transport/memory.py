@@ -1,0 +1,473 @@
+"""The in-process bus: the embedded default, held to the same contract as AMQP.
+
+Buses are named by URL (``memory://name``; ``memory://`` is ``memory://default``):
+every transport connected to the same name in one process shares one broker, so a
+demo or a test can run agents, workers and a facade together without RabbitMQ.
+
+Semantics follow RabbitMQ's where the contract relies on them: topic matching,
+per-publisher ordering, prefetch, redelivery of unanswered work (``redelivered``
+set), ``mandatory`` publishes that reach no queue, and private reply queues.
+Nothing is written to disk: a durable queue lives as long as the process.
+
+Example::
+
+    bus = await connect("memory://demo")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
+
+from ..errors import InvalidURL, RequestTimeout, TransportError, Unroutable
+from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
+from .base import (
+    DEFAULT_MAX_BACKLOG,
+    JSON_CONTENT_TYPE,
+    Consumer,
+    Delivery,
+    Envelope,
+    ExchangeType,
+    Headers,
+    HeaderValue,
+    Subscription,
+    Transport,
+    check_prefetch,
+    topic_matches,
+)
+
+log = logging.getLogger(__name__)
+
+_REPLY_PREFIX = "memory.reply."
+
+
+@dataclass(slots=True)
+class _Exchange:
+    name: str
+    kind: ExchangeType
+    bindings: list[tuple[str, str]] = field(default_factory=list)  # (key, queue)
+
+    def targets(self, routing_key: str) -> list[str]:
+        if self.kind == "fanout":
+            return list(dict.fromkeys(q for _, q in self.bindings))
+        if self.kind == "direct":
+            return list(dict.fromkeys(q for k, q in self.bindings if k == routing_key))
+        return list(dict.fromkeys(q for k, q in self.bindings if topic_matches(k, routing_key)))
+
+
+class _Queue:
+    """Messages ready for delivery, and the consumers waiting for them."""
+
+    __slots__ = ("arguments", "max_length", "name", "ready", "waiters")
+
+    def __init__(
+        self, name: str, arguments: Mapping[str, HeaderValue], max_length: int | None = None
+    ) -> None:
+        self.name = name
+        self.arguments = dict(arguments)
+        self.max_length = max_length
+        self.ready: deque[Envelope] = deque()
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def put(self, envelope: Envelope) -> None:
+        if self.max_length is not None and len(self.ready) >= self.max_length:
+            self.ready.popleft()  # drop-head, as RabbitMQ's x-max-length does
+        self.ready.append(envelope)
+        self.wake()
+
+    def put_back(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in reversed(envelopes):
+            self.ready.appendleft(replace(envelope, redelivered=True))
+        self.wake()
+
+    def wake(self) -> None:
+        while self.waiters and self.ready:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class _Broker:
+    """One named in-process broker: exchanges, queues and reply listeners."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.exchanges: dict[str, _Exchange] = {}
+        self.queues: dict[str, _Queue] = {}
+        self.replies: dict[str, asyncio.Future[Envelope]] = {}
+
+    def declare_exchange(self, name: str, kind: ExchangeType) -> None:
+        existing = self.exchanges.get(name)
+        if existing is None:
+            self.exchanges[name] = _Exchange(name, kind)
+        elif existing.kind != kind:
+            raise TransportError(f"exchange {name!r} exists with type {existing.kind}, not {kind}")
+
+    def declare_queue(
+        self,
+        name: str,
+        arguments: Mapping[str, HeaderValue],
+        max_length: int | None = None,
+    ) -> _Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = _Queue(name, arguments, max_length)
+        elif queue.arguments != dict(arguments):
+            raise TransportError(
+                f"queue {name!r} exists with arguments {queue.arguments}, "
+                f"not {dict(arguments)}: every part of a deployment must declare it alike"
+            )
+        return queue
+
+    def bind(self, queue: str, exchange: str, key: str) -> None:
+        target = self.exchanges.get(exchange)
+        if target is None:
+            raise TransportError(f"cannot bind {queue!r}: no exchange {exchange!r}")
+        if (key, queue) not in target.bindings:
+            target.bindings.append((key, queue))
+
+    def delete_queue(self, name: str) -> None:
+        self.queues.pop(name, None)
+        for exchange in self.exchanges.values():
+            exchange.bindings = [(k, q) for k, q in exchange.bindings if q != name]
+
+    def route(self, envelope: Envelope) -> bool:
+        """Deliver to every matching queue; return whether any took it."""
+        if envelope.exchange == "":
+            waiter = self.replies.get(envelope.routing_key)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(envelope)
+                return True
+            queue = self.queues.get(envelope.routing_key)
+            if queue is None:
+                return False
+            queue.put(envelope)
+            return True
+        exchange = self.exchanges.get(envelope.exchange)
+        if exchange is None:
+            raise TransportError(f"no exchange {envelope.exchange!r} on memory://{self.name}")
+        names = exchange.targets(envelope.routing_key)
+        for name in names:
+            self.queues[name].put(envelope)
+        return bool(names)
+
+
+_brokers: dict[str, _Broker] = {}
+
+
+def _broker_for(url: str) -> _Broker:
+    parts = urlsplit(url)
+    if parts.scheme != "memory":
+        raise InvalidURL(f"not a memory:// URL: {parts.scheme}://...")
+    name = (parts.netloc + parts.path).strip("/") or "default"
+    broker = _brokers.get(name)
+    if broker is None:
+        broker = _brokers[name] = _Broker(name)
+    return broker
+
+
+class MemoryDelivery(Delivery):
+    """A delivery from an in-memory work queue."""
+
+    __slots__ = ("_consumer", "_tag")
+
+    def __init__(self, envelope: Envelope, consumer: MemoryConsumer, tag: int) -> None:
+        super().__init__(envelope)
+        self._consumer = consumer
+        self._tag = tag
+
+    async def _ack(self) -> None:
+        self._consumer.settle(self._tag, requeue=False)
+
+    async def _requeue(self) -> None:
+        self._consumer.settle(self._tag, requeue=True)
+
+    async def _publish_dead(self, reason: str, body: bytes | None) -> None:
+        await self._consumer.transport.dead_letter(self.envelope, reason, body=body)
+
+
+class MemoryConsumer(Consumer):
+    """Consumes one in-memory work queue with a prefetch limit."""
+
+    def __init__(self, transport: MemoryTransport, queue: str, prefetch: int) -> None:
+        self.transport = transport
+        self._queue_name = queue
+        self._prefetch = check_prefetch(prefetch)
+        self._unacked: dict[int, Envelope] = {}
+        self._tags = itertools.count(1)
+        self._waiter: asyncio.Future[None] | None = None
+        self._queue: _Queue | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        queue = self.transport.broker.queues.get(self._queue_name)
+        if queue is None:
+            raise TransportError(f"no queue {self._queue_name!r}: declare it before consuming")
+        self._queue = queue
+        self.transport.track(self)
+
+    async def __anext__(self) -> MemoryDelivery:
+        queue = self._queue
+        if queue is None:
+            raise TransportError("consumer not started: use 'async with transport.consume(...)'")
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            has_room = len(self._unacked) < self._prefetch
+            if has_room and queue.ready:
+                envelope = queue.ready.popleft()
+                tag = next(self._tags)
+                self._unacked[tag] = envelope
+                return MemoryDelivery(envelope, self, tag)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            if has_room:
+                queue.waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.cancel()
+                if queue.ready:
+                    queue.wake()  # pass the turn on if this consumer did not take it
+
+    def settle(self, tag: int, *, requeue: bool) -> None:
+        envelope = self._unacked.pop(tag, None)
+        if envelope is None or self._queue is None:
+            return
+        if requeue:
+            self._queue.put_back([envelope])
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._queue is not None and self._unacked:
+            self._queue.put_back(list(self._unacked.values()))
+        self._unacked.clear()
+        self._wake()
+        self.transport.untrack(self)
+
+
+class MemorySubscription(Subscription):
+    """A private, bounded in-memory queue bound to topic patterns."""
+
+    def __init__(
+        self, transport: MemoryTransport, patterns: Sequence[str], exchange: str, max_backlog: int
+    ) -> None:
+        self.transport = transport
+        self._patterns = list(patterns)
+        self._exchange = exchange
+        self._max_backlog = max_backlog
+        self._name = f"memory.sub.{uuid.uuid4().hex}"
+        self._queue: _Queue | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._queue is not None:
+            return
+        broker = self.transport.broker
+        self._queue = broker.declare_queue(self._name, {}, self._max_backlog)
+        for pattern in self._patterns:
+            broker.bind(self._name, self._exchange, pattern)
+        self.transport.track(self)
+
+    async def __anext__(self) -> Envelope:
+        queue = self._queue
+        if queue is None:
+            raise TransportError(
+                "subscription not started: use 'async with transport.subscribe(...)'"
+            )
+        while True:
+            if queue.ready:
+                return queue.ready.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            queue.waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.cancel()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.transport.broker.delete_queue(self._name)
+        if self._queue is not None:
+            self._queue.ready.clear()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self.transport.untrack(self)
+
+
+class MemoryTransport(Transport):
+    """The in-process transport behind ``memory://`` URLs.
+
+    Example::
+
+        async with MemoryTransport("memory://test") as bus:
+            await bus.connect()
+    """
+
+    def __init__(self, url: str = "memory://", *, connection_name: str | None = None) -> None:
+        self.url = url
+        self.connection_name = connection_name or "memory"
+        self.broker = _broker_for(url)
+        self._owned: set[MemoryConsumer | MemorySubscription] = set()
+        self._closed = False
+
+    async def connect(self) -> None:
+        broker = self.broker
+        broker.declare_exchange(EVENTS_EXCHANGE, "topic")
+        broker.declare_exchange(TRANSFERS_EXCHANGE, "direct")
+        broker.declare_exchange(DEAD_EXCHANGE, "fanout")
+        broker.declare_queue(DEAD_QUEUE, {})
+        broker.bind(DEAD_QUEUE, DEAD_EXCHANGE, "")
+
+    def track(self, owned: MemoryConsumer | MemorySubscription) -> None:
+        self._owned.add(owned)
+
+    def untrack(self, owned: MemoryConsumer | MemorySubscription) -> None:
+        self._owned.discard(owned)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for owned in list(self._owned):
+            await owned.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError(f"transport {self.url} is closed")
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: Headers | None = None,
+        persistent: bool = False,
+        mandatory: bool = False,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        message_id: str | None = None,
+        content_type: str = JSON_CONTENT_TYPE,
+    ) -> None:
+        self._check_open()
+        envelope = Envelope(
+            body=bytes(body),
+            exchange=exchange,
+            routing_key=routing_key,
+            headers=dict(headers) if headers else {},
+            content_type=content_type,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            message_id=message_id,
+        )
+        if not self.broker.route(envelope) and mandatory:
+            raise Unroutable(f"no queue is bound to {exchange!r} for routing key {routing_key!r}")
+
+    async def declare_queue(
+        self,
+        name: str,
+        *,
+        bindings: Sequence[tuple[str, str]] = (),
+        arguments: Mapping[str, HeaderValue] | None = None,
+    ) -> None:
+        self._check_open()
+        self.broker.declare_queue(name, arguments or {})
+        for exchange, key in bindings:
+            self.broker.bind(name, exchange, key)
+
+    async def delete_queue(self, name: str) -> None:
+        self.broker.delete_queue(name)
+
+    async def queue_length(self, name: str) -> int:
+        queue = self.broker.queues.get(name)
+        if queue is None:
+            raise TransportError(f"no queue {name!r}")
+        return len(queue.ready)
+
+    def subscribe(
+        self,
+        patterns: Sequence[str],
+        *,
+        exchange: str = EVENTS_EXCHANGE,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+    ) -> MemorySubscription:
+        self._check_open()
+        return MemorySubscription(self, patterns, exchange, max_backlog)
+
+    def consume(self, queue: str, *, prefetch: int = 16) -> MemoryConsumer:
+        self._check_open()
+        return MemoryConsumer(self, queue, prefetch)
+
+    async def request(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        timeout: float,
+        headers: Headers | None = None,
+        persistent: bool = True,
+        mandatory: bool = True,
+        correlation_id: str | None = None,
+    ) -> Envelope:
+        self._check_open()
+        reply_to = _REPLY_PREFIX + uuid.uuid4().hex
+        correlation_id = correlation_id or uuid.uuid4().hex
+        waiter: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self.broker.replies[reply_to] = waiter
+        try:
+            await self.publish(
+                exchange,
+                routing_key,
+                body,
+                headers=headers,
+                persistent=persistent,
+                mandatory=mandatory,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+            )
+            try:
+                return await asyncio.wait_for(waiter, timeout)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"no reply to the request sent to {exchange!r}/{routing_key!r} "
+                    f"within {timeout:g} s"
+                ) from None
+        finally:
+            self.broker.replies.pop(reply_to, None)
+
+
+def memory_broker_names() -> list[str]:
+    """Names of the in-memory brokers that exist in this process."""
+    return sorted(_brokers)
+
+
+def drop_memory_broker(url: str) -> None:
+    """Forget an in-memory broker and everything it holds (tests, demos)."""
+    _brokers.pop(_broker_for(url).name, None)

@@ -1,0 +1,1 @@
+"""Providers shipped with jupiter-bus (installed as ``jupiter_providers``)."""

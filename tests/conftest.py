@@ -1,0 +1,59 @@
+"""Shared fixtures: real transports (in-memory and RabbitMQ), cleaned up after each test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from jupiter_bus.transport import Transport, connect
+from jupiter_bus.transport.memory import drop_memory_broker
+
+AMQP_URL = os.environ.get("JUPITER_BUS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+TransportFactory = Callable[[], Awaitable[Transport]]
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique word for node names and queue names of one test."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(params=["memory", "amqp"])
+def bus_url(request: pytest.FixtureRequest, unique: str) -> str:
+    """The URL of each transport the contract suite runs against."""
+    if request.param == "memory":
+        return f"memory://test-{unique}"
+    return AMQP_URL
+
+
+@pytest.fixture
+async def make_transport(bus_url: str) -> AsyncIterator[TransportFactory]:
+    """Connect transports to ``bus_url`` (each like a separate process); close them after."""
+    made: list[Transport] = []
+
+    async def factory() -> Transport:
+        try:
+            transport = await connect(bus_url, connection_name=f"test {len(made)}")
+        except Exception as exc:  # pragma: no cover - environment problem, say what to do
+            pytest.fail(
+                f"cannot connect to {bus_url.split('@')[-1]}: {exc}. Start RabbitMQ "
+                "(scripts/test.sh does) or set JUPITER_BUS_AMQP_URL."
+            )
+        made.append(transport)
+        return transport
+
+    yield factory
+    for transport in made:
+        await transport.close()
+    if bus_url.startswith("memory://"):
+        drop_memory_broker(bus_url)
+
+
+@pytest.fixture
+async def transport(make_transport: TransportFactory) -> Transport:
+    """One connected transport."""
+    return await make_transport()

@@ -1,0 +1,211 @@
+"""Connections killed from the server side: subscribers, workers and publishers recover.
+
+aio-pika has had bugs here (issues #231, #626, #536: consumers not restored, objects
+restored only while referenced); these tests prove ours come back by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from jupiter_bus.topology import EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
+from jupiter_bus.transport import Transport, connect
+from jupiter_bus.transport.amqp import AmqpTransport
+
+from .conftest import AMQP_URL
+from .proxy import TcpProxy
+
+pytestmark = pytest.mark.amqp
+WAIT = 20.0
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    parts = urlsplit(AMQP_URL)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+def _via_proxy(port: int) -> str:
+    parts = urlsplit(AMQP_URL)
+    netloc = parts.netloc.rsplit("@", 1)
+    creds = netloc[0] + "@" if len(netloc) == 2 else ""
+    return urlunsplit(parts._replace(netloc=f"{creds}127.0.0.1:{port}"))
+
+
+def _rabbitmqctl_close(connection_name: str) -> int:
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_connections", "pid", "client_properties", "-q", "--no-table-headers"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    closed = 0
+    for line in listing.stdout.splitlines():
+        pid, _, props = line.partition("\t")
+        if f'{{"connection_name","{connection_name}"}}' in props:
+            subprocess.run(
+                ["rabbitmqctl", "close_connection", pid, "killed by test"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            closed += 1
+    return closed
+
+
+Killer = Callable[[], Awaitable[int]]
+
+
+@pytest.fixture(params=["tcp-proxy", "rabbitmqctl"])
+async def victim(
+    request: pytest.FixtureRequest, proxy: TcpProxy, unique: str
+) -> AsyncIterator[tuple[AmqpTransport, Killer]]:
+    """A transport and a way to kill its connection from the other side."""
+    name = f"victim {unique}"
+    if request.param == "tcp-proxy":
+        transport = AmqpTransport(
+            _via_proxy(proxy.port), connection_name=name, reconnect_interval=0.2
+        )
+
+        async def kill() -> int:
+            return proxy.cut()
+    else:
+        if shutil.which("rabbitmqctl") is None or urlsplit(AMQP_URL).hostname not in (
+            "127.0.0.1",
+            "localhost",
+        ):
+            pytest.skip("rabbitmqctl for the local broker is not available")
+        transport = AmqpTransport(AMQP_URL, connection_name=name, reconnect_interval=0.2)
+
+        async def kill() -> int:
+            return await asyncio.to_thread(_rabbitmqctl_close, name)
+
+    await transport.connect()
+    yield transport, kill
+    await transport.close()
+
+
+@pytest.fixture
+async def observer() -> AsyncIterator[Transport]:
+    transport = await connect(AMQP_URL, connection_name="observer")
+    yield transport
+    await transport.close()
+
+
+async def _publish_until_seen(
+    publisher: Transport, key: str, feed_next: Callable[[], Awaitable[bytes]]
+) -> bytes:
+    """Publish a probe every 200 ms until the feed yields one (the subscriber is back)."""
+    received: asyncio.Task[bytes] = asyncio.ensure_future(feed_next())
+    try:
+        async with asyncio.timeout(WAIT):
+            i = 0
+            while not received.done():
+                await publisher.publish(EVENTS_EXCHANGE, key, f"probe-{i}".encode())
+                i += 1
+                await asyncio.wait({received}, timeout=0.2)
+        return received.result()
+    finally:
+        received.cancel()
+
+
+async def test_subscriber_worker_and_publisher_recover_by_themselves(
+    victim: tuple[AmqpTransport, Killer], observer: Transport, unique: str
+) -> None:
+    transport, kill = victim
+    node = f"rc-{unique}"
+    queue = await observer.declare_work_queue(node)
+    try:
+        async with (
+            transport.subscribe([f"resource.{unique}"]) as feed,
+            transport.consume(queue, prefetch=1) as consumer,
+            observer.subscribe([f"network.{unique}.back"]) as observer_feed,
+        ):
+            await observer.publish(TRANSFERS_EXCHANGE, node, b"job-1", persistent=True)
+            first = await asyncio.wait_for(anext(consumer), WAIT)
+            assert first.envelope.body == b"job-1"
+            assert not first.envelope.redelivered
+            await observer.publish(EVENTS_EXCHANGE, f"resource.{unique}", b"before")
+            assert (await asyncio.wait_for(anext(feed), WAIT)).body == b"before"
+
+            assert await kill() >= 1
+            await first.ack()  # lost with the connection: must not raise, job comes back
+
+            async def feed_next() -> bytes:
+                return (await anext(feed)).body
+
+            assert (
+                await _publish_until_seen(observer, f"resource.{unique}", feed_next)
+            ).startswith(b"probe-")
+
+            again = await asyncio.wait_for(anext(consumer), WAIT)
+            assert again.envelope.body == b"job-1"
+            assert again.envelope.redelivered
+            await again.ack()
+            await observer.publish(TRANSFERS_EXCHANGE, node, b"job-2", persistent=True)
+            second = await asyncio.wait_for(anext(consumer), WAIT)
+            assert second.envelope.body == b"job-2"
+            await second.ack()
+
+            await transport.publish(EVENTS_EXCHANGE, f"network.{unique}.back", b"from victim")
+            assert (await asyncio.wait_for(anext(observer_feed), WAIT)).body == b"from victim"
+        assert await observer.queue_length(queue) == 0
+    finally:
+        await observer.delete_queue(queue)
+
+
+async def test_publish_during_an_outage_waits_for_the_connection(
+    proxy: TcpProxy, observer: Transport, unique: str
+) -> None:
+    transport = AmqpTransport(_via_proxy(proxy.port), reconnect_interval=0.2, publish_timeout=15)
+    await transport.connect()
+    try:
+        async with observer.subscribe([f"resource.{unique}"]) as feed:
+            proxy.cut()
+            await transport.publish(EVENTS_EXCHANGE, f"resource.{unique}", b"after-cut")
+            assert (await asyncio.wait_for(anext(feed), WAIT)).body == b"after-cut"
+        assert proxy.connections >= 2
+    finally:
+        await transport.close()
+
+
+async def test_request_works_again_after_reconnect(
+    victim: tuple[AmqpTransport, Killer], observer: Transport, unique: str
+) -> None:
+    transport, kill = victim
+    node = f"rr-{unique}"
+    queue = await observer.declare_work_queue(node)
+
+    async def serve() -> None:
+        async with observer.consume(queue, prefetch=4) as consumer:
+            async for delivery in consumer:
+                await observer.reply(delivery.envelope, b"pong")
+                await delivery.ack()
+
+    server = asyncio.create_task(serve())
+    try:
+        reply = await transport.request(TRANSFERS_EXCHANGE, node, b"ping", timeout=WAIT)
+        assert reply.body == b"pong"
+        await kill()
+        async with asyncio.timeout(WAIT):
+            while True:
+                try:
+                    reply = await transport.request(TRANSFERS_EXCHANGE, node, b"ping", timeout=1)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+        assert reply.body == b"pong"
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+        await observer.delete_queue(queue)

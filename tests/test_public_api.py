@@ -1,0 +1,33 @@
+"""The public API is the list in ``__all__``: every name there exists and is documented."""
+
+from __future__ import annotations
+
+import inspect
+import types
+
+import pytest
+
+import jupiter_bus
+import jupiter_bus.transport
+
+MODULES = [jupiter_bus, jupiter_bus.transport]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_all_names_exist_and_are_documented(module: types.ModuleType) -> None:
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
+            assert inspect.getdoc(obj), f"{module.__name__}.{name} has no docstring"
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_public_members_are_listed(module: types.ModuleType) -> None:
+    public = {
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and getattr(obj, "__module__", "").startswith(module.__name__)
+    }
+    assert public <= set(module.__all__)
