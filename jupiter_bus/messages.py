@@ -135,7 +135,7 @@ def _describe(value: object) -> str:
     if isinstance(value, int):
         return "an integer"
     if isinstance(value, float):
-        return "a number with a fraction"
+        return "a floating-point number"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list | tuple):
@@ -151,7 +151,7 @@ def _show(value: float) -> str:
 
 
 def _as_int(value: Any, name: str) -> int:
-    """Slow path of :func:`_int` for anything that is not exactly an ``int``."""
+    """Slow path of :func:`_int_in` for anything that is not exactly an ``int``."""
     if isinstance(value, bool):
         raise MessageError("must be an integer, not a boolean", field=name)
     if isinstance(value, float) and value.is_integer() and abs(value) > MAX_INT:
@@ -181,10 +181,8 @@ def _int_in(lo: int, hi: int = MAX_INT) -> _Check:
 
 
 def _as_float(value: Any, name: str) -> float:
-    """Slow path of :func:`_float` for anything that is not exactly a ``float``."""
-    if isinstance(value, bool) or (
-        not isinstance(value, int | float) and not isinstance(value, numbers.Real)
-    ):
+    """Slow path of :func:`_float_in` for anything that is not exactly a ``float``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise MessageError(f"must be a number, got {_describe(value)}", field=name)
     try:
         return float(value)
@@ -657,6 +655,7 @@ _WIRE: Final[dict[str, tuple[type[Message], tuple[_WireField, ...]]]] = {
     name: (cls, _wire_fields(cls)) for name, cls in MESSAGE_TYPES.items()
 }
 _WIRE_BY_CLASS: Final = {cls: wire for cls, wire in _WIRE.values()}
+_NAMES_BY_CLASS: Final = {cls: tuple(f[0] for f in wire) for cls, wire in _WIRE.values()}
 _set: Final = object.__setattr__
 
 
@@ -675,11 +674,11 @@ def encode(msg: Message) -> bytes:
         >>> encode(req)[:60]
         b'{"v":1,"type":"transfer.request","id":"9d2f4e61-7a3b-4c8d-9e'
     """
-    wire = _WIRE_BY_CLASS.get(type(msg))
-    if wire is None:
+    names = _NAMES_BY_CLASS.get(type(msg))
+    if names is None:
         raise TypeError(f"cannot encode {type(msg).__name__}: not a jupiter-bus message")
     body: dict[str, Any] = {"v": SCHEMA_VERSION, "type": msg.MESSAGE_TYPE}
-    for name, *_ in wire:
+    for name in names:
         value = getattr(msg, name)
         if value is not None:
             body[name] = value
@@ -851,6 +850,7 @@ def _refuse_expected(expected: type[Any], cls: type[Message]) -> NoReturn:
 # -- dead letters ----------------------------------------------------------------------
 
 _PASSWORD_KEY: Final = "password"
+_MISSING: Final = object()
 # For bodies that are not JSON: a "password": "..." pair, escaped quotes included.
 _PASSWORD_PAIR_RE: Final = re.compile(rb'("password"\s*:\s*)"(?:[^"\\]|\\.)*"?', re.DOTALL)
 
@@ -904,6 +904,3 @@ def _strip_passwords(obj: object) -> bool:
         for value in obj:
             found = _strip_passwords(value) or found
     return found
-
-
-_MISSING: Final = object()
