@@ -56,7 +56,7 @@ from typing import (
 import orjson
 
 from .errors import InvalidName, MessageError
-from .topology import NODE_NAME_RE, check_node
+from .topology import MAX_NODE_NAME_CHARS, NODE_NAME_RE, check_node
 
 __all__ = [
     "COST_MODELS",
@@ -86,7 +86,7 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 """The ``v`` written on every body; a reader refuses a higher one."""
 
-MAX_NODE_NAME_LEN: Final = 100
+MAX_NODE_NAME_LEN: Final = MAX_NODE_NAME_CHARS
 """Longest node name: keeps ``network.<src>.<dst>`` within AMQP's 255-byte routing keys."""
 MAX_NAME_LEN: Final = 255
 """Longest host, user name or idempotency key, in characters."""

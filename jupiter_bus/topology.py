@@ -34,6 +34,8 @@ ORIGINAL_EXCHANGE_HEADER = "x-jupiter-original-exchange"
 ORIGINAL_ROUTING_KEY_HEADER = "x-jupiter-original-routing-key"
 
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+MAX_NODE_NAME_CHARS = 100
+"""Longest node name: ``network.<src>.<dst>`` must fit AMQP's 255-byte routing keys."""
 
 
 def check_node(name: str, *, what: str = "node name") -> str:
