@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from .errors import MessageError
 from .messages import Message, decode, redact
@@ -31,9 +31,7 @@ M = TypeVar("M", bound=Message)
 async def decode_delivery(delivery: Delivery, expected: type[M]) -> M | None: ...
 @overload
 async def decode_delivery(delivery: Delivery, expected: None = None) -> Message | None: ...
-async def decode_delivery(
-    delivery: Delivery, expected: type[Message] | None = None
-) -> Message | None:
+async def decode_delivery(delivery: Delivery, expected: type[Any] | None = None) -> Message | None:
     """Decode a work-queue delivery; dead-letter it (and return ``None``) when it is bad."""
     try:
         return decode(delivery.envelope.body, expected)
