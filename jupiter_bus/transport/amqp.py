@@ -262,8 +262,10 @@ class AmqpTransport(Transport):
     """Transport on RabbitMQ through aio-pika.
 
     ``connection_name`` is shown by ``rabbitmqctl list_connections`` (default: this
-    process's pid). ``publish_timeout`` bounds how long :meth:`publish` waits for a
-    confirm, including waiting out a reconnection.
+    process's pid). ``publish_timeout`` bounds how long :meth:`publish` waits out a
+    lost connection before giving up (on a live connection the broker always answers
+    a publish with a confirm, or closes the channel, so the first attempt arms no
+    timer: one per publish measurably slows confirmed publishing).
 
     Example::
 
@@ -290,7 +292,7 @@ class AmqpTransport(Transport):
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._admin: AbstractRobustChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
+        self._exchanges: dict[tuple[int, str], AbstractExchange] = {}
         self._owned: set[AmqpConsumer | AmqpSubscription] = set()
         self._rpc_channel: AbstractRobustChannel | None = None
         self._rpc_queue: AbstractRobustQueue | None = None
@@ -368,11 +370,10 @@ class AmqpTransport(Transport):
     async def _exchange(self, channel: AbstractRobustChannel, name: str) -> AbstractExchange:
         if name == "":
             return channel.default_exchange
-        key = f"{id(channel)}:{name}"
-        exchange = self._exchanges.get(key)
+        exchange = self._exchanges.get((id(channel), name))
         if exchange is None:
             exchange = await channel.get_exchange(name, ensure=False)
-            self._exchanges[key] = exchange
+            self._exchanges[(id(channel), name)] = exchange
         return exchange
 
     async def publish(
@@ -419,15 +420,13 @@ class AmqpTransport(Transport):
         mandatory: bool,
     ) -> None:
         deadline = time.monotonic() + self.publish_timeout
+        timeout: float | None = None  # no timer per publish on the fast path (it costs)
         while True:
-            target = await self._exchange(channel, exchange)
+            target = self._exchanges.get((id(channel), exchange)) or await self._exchange(
+                channel, exchange
+            )
             try:
-                await target.publish(
-                    message,
-                    routing_key,
-                    mandatory=mandatory,
-                    timeout=max(0.001, deadline - time.monotonic()),
-                )
+                await target.publish(message, routing_key, mandatory=mandatory, timeout=timeout)
                 return
             except aiormq.exceptions.PublishError:
                 raise Unroutable(
@@ -452,6 +451,7 @@ class AmqpTransport(Transport):
                     await asyncio.wait_for(channel.ready(), remaining)
                 except TimeoutError:
                     continue
+                timeout = max(0.001, deadline - time.monotonic())
 
     async def declare_queue(
         self,
