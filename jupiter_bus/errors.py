@@ -56,3 +56,7 @@ class RequestTimeout(TransportError, TimeoutError):
 
 class InvalidName(JupiterBusError, ValueError):
     """A node name or routing-key word is not ``[A-Za-z0-9_-]+``."""
+
+
+class ConfigError(JupiterBusError, ValueError):
+    """A configuration (agent file, provider options) is missing something or wrong."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,3 +58,13 @@ async def make_transport(bus_url: str) -> AsyncIterator[TransportFactory]:
 async def transport(make_transport: TransportFactory) -> Transport:
     """One connected transport."""
     return await make_transport()
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` holds, polling every 20 ms; fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            pytest.fail(f"condition not met within {timeout:g} s")
+        await asyncio.sleep(0.02)

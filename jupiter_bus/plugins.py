@@ -1,0 +1,188 @@
+"""Providers: the pluggable parts of a node agent, found by name through entry points.
+
+A provider is an async component that a node agent runs: it publishes events
+(resources, link costs) or serves work (transfers). Providers register under the
+entry-point group ``jupiter_bus.providers``; a third-party distribution adds one by
+declaring, in its own ``pyproject.toml``::
+
+    [project.entry-points."jupiter_bus.providers"]
+    gpu = "my_package.gpu:GpuProvider"
+
+This is the real version of Jupiter's ``TRANSFER=0`` / ``PROFILER=0`` switches: an
+agent runs the providers named in its configuration.
+
+Example::
+
+    class Heartbeat(Provider):
+        name = "heartbeat"
+
+        async def run(self, stopping: asyncio.Event) -> None:
+            while not stopping.is_set():
+                await self.context.transport.publish(...)
+                await wait_or_stop(stopping, 5.0)
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "jupiter_bus.providers"
+
+
+class ProviderError(ConfigError):
+    """A provider could not be found, loaded or configured."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSample:
+    """One completed transfer, offered to the network profiler as a passive sample.
+
+    ``link`` is ``(src, dst)`` node names when both are known, else the destination
+    ``host`` stands in for ``dst``.
+    """
+
+    src: str
+    dst: str
+    size_bytes: int
+    seconds: float
+    engine: str
+    ts: float
+
+
+class SampleFeed:
+    """In-process fan-out of :class:`TransferSample` from transfer workers to profilers.
+
+    Listeners are plain callables; a listener that raises is logged and kept.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[TransferSample], None]] = []
+
+    def listen(self, listener: Callable[[TransferSample], None]) -> Callable[[], None]:
+        """Add ``listener``; return a function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def offer(self, sample: TransferSample) -> None:
+        """Hand ``sample`` to every listener."""
+        for listener in list(self._listeners):
+            try:
+                listener(sample)
+            except Exception:
+                log.exception("transfer-sample listener failed")
+
+
+@dataclass(slots=True)
+class NodeContext:
+    """What a provider knows of the node it runs on.
+
+    ``host`` and ``ssh_port`` say where other nodes reach this node (published with
+    resource events so schedulers can map names to addresses).
+    """
+
+    node: str
+    transport: Transport
+    host: str | None = None
+    ssh_port: int | None = None
+    samples: SampleFeed = field(default_factory=SampleFeed)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A provider's own view of its health.
+
+    Example::
+
+        Health(ok=False, detail="broker unreachable since 12:01:03")
+    """
+
+    ok: bool
+    detail: str = ""
+    since: float = field(default_factory=time.time)
+
+
+class Provider(abc.ABC):
+    """Base class of every provider.
+
+    Subclasses set ``name`` and implement :meth:`run`. ``options`` come from the
+    agent's configuration (the provider's own table); unknown options should be
+    refused in ``__init__`` with a :class:`ProviderError` naming them.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, context: NodeContext, options: Mapping[str, Any] | None = None) -> None:
+        self.context = context
+        self.options = dict(options or {})
+        self._health = Health(ok=True, detail="starting")
+
+    @abc.abstractmethod
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Do the provider's work until ``stopping`` is set, then finish and return.
+
+        Returning before ``stopping`` is set, or raising, counts as a crash: the agent
+        restarts the provider with backoff.
+        """
+
+    def health(self) -> Health:
+        """The provider's current health."""
+        return self._health
+
+    def set_health(self, ok: bool, detail: str = "") -> None:
+        """Record a health change (kept until the next one)."""
+        if ok != self._health.ok or detail != self._health.detail:
+            self._health = Health(ok=ok, detail=detail)
+
+    def take_options(self, **defaults: Any) -> dict[str, Any]:
+        """Merge ``options`` over ``defaults``; refuse options the provider does not know."""
+        unknown = sorted(set(self.options) - set(defaults))
+        if unknown:
+            raise ProviderError(
+                f"provider {self.name!r} has no option {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(sorted(defaults)) or 'none'}"
+            )
+        return {**defaults, **self.options}
+
+
+async def wait_or_stop(stopping: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless ``stopping`` is set first; return whether it was set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+    return stopping.is_set()
+
+
+def available_providers() -> dict[str, importlib.metadata.EntryPoint]:
+    """Providers installed in this environment, by name."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_provider(name: str) -> type[Provider]:
+    """Load the provider class registered as ``name``.
+
+    Raises :class:`ProviderError` naming the installed providers when ``name`` is
+    unknown or does not load to a :class:`Provider` subclass.
+    """
+    entry = available_providers().get(name)
+    if entry is None:
+        known = ", ".join(sorted(available_providers())) or "none"
+        raise ProviderError(f"no provider named {name!r}; installed: {known}")
+    try:
+        loaded = entry.load()
+    except Exception as exc:
+        raise ProviderError(f"provider {name!r} ({entry.value}) failed to load: {exc}") from exc
+    if not (isinstance(loaded, type) and issubclass(loaded, Provider)):
+        raise ProviderError(f"provider {name!r} ({entry.value}) is not a Provider subclass")
+    return loaded

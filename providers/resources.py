@@ -1,0 +1,74 @@
+"""Resource provider: publishes this node's CPU and memory (psutil) as ``resource.<node>``.
+
+``cpu_percent`` is the whole machine's CPU use averaged over the publication interval
+(psutil's ``cpu_percent(None)`` measures since its previous call; the first call only
+primes it and returns 0.0, so it is made at start and never published).
+
+Options: ``interval`` (seconds, default 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import psutil
+
+from jupiter_bus.errors import TransportError
+from jupiter_bus.messages import ResourceSample, encode
+from jupiter_bus.plugins import NodeContext, Provider, ProviderError, wait_or_stop
+from jupiter_bus.topology import EVENTS_EXCHANGE, resource_key
+
+log = logging.getLogger(__name__)
+
+
+class ResourceProvider(Provider):
+    """Publishes ``resource.<node>`` every ``interval`` seconds.
+
+    Example (agent configuration)::
+
+        [providers.resources]
+        interval = 5
+    """
+
+    name = "resources"
+
+    def __init__(self, context: NodeContext, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(context, options)
+        settings = self.take_options(interval=5.0)
+        self.interval = float(settings["interval"])
+        if not self.interval > 0:
+            raise ProviderError(f"resources: interval must be > 0 seconds, got {self.interval}")
+
+    def sample(self) -> ResourceSample:
+        """Measure now (CPU since the previous call)."""
+        memory = psutil.virtual_memory()
+        return ResourceSample(
+            node=self.context.node,
+            cpu_percent=min(100.0, max(0.0, psutil.cpu_percent(None))),
+            cpu_count=psutil.cpu_count(logical=True) or 1,
+            memory_percent=float(memory.percent),
+            memory_total_bytes=int(memory.total),
+            memory_available_bytes=int(memory.available),
+            host=self.context.host,
+            ssh_port=self.context.ssh_port,
+        )
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Publish one sample per interval until stopped."""
+        psutil.cpu_percent(None)  # prime: the first call has nothing to compare with
+        key = resource_key(self.context.node)
+        # The first sample goes out after a short measuring window, not a whole
+        # interval, so a scheduler starting with the agent sees the node at once.
+        wait = min(1.0, self.interval)
+        while not await wait_or_stop(stopping, wait):
+            wait = self.interval
+            sample = self.sample()
+            try:
+                await self.context.transport.publish(EVENTS_EXCHANGE, key, encode(sample))
+                self.set_health(True, f"published at {sample.ts:.0f}")
+            except TransportError as exc:
+                self.set_health(False, f"publish failed: {exc}")
+                log.warning("node %s: resource sample not published: %s", self.context.node, exc)
