@@ -506,6 +506,8 @@ class TransferRequest(_Envelope):
     """Deduplication key; empty (the default) means the request's ``id``."""
     deadline: float | None = None
     """UTC epoch seconds after which the job is answered ``timeout`` without running."""
+    create_dirs: bool = False
+    """Create missing destination folders (otherwise a missing folder is ``not_found``)."""
 
     _CHECKS: ClassVar[tuple[tuple[str, _Check], ...]] = (
         *_Envelope._ENVELOPE,
@@ -518,6 +520,7 @@ class TransferRequest(_Envelope):
         ("engine", _optional(_one_of(TRANSFER_ENGINES))),
         ("idempotency_key", _text(MAX_NAME_LEN, empty=True)),
         ("deadline", _optional(_epoch)),
+        ("create_dirs", _bool),
     )
 
     def _check_together(self) -> None:
@@ -656,6 +659,10 @@ _WIRE: Final[dict[str, tuple[type[Message], tuple[_WireField, ...]]]] = {
 }
 _WIRE_BY_CLASS: Final = {cls: wire for cls, wire in _WIRE.values()}
 _NAMES_BY_CLASS: Final = {cls: tuple(f[0] for f in wire) for cls, wire in _WIRE.values()}
+# Flags that default to false are omitted while false, like absent optionals.
+_FALSE_FLAGS: Final = {
+    cls: frozenset(f.name for f in fields(cls) if f.default is False) for cls, _ in _WIRE.values()
+}
 _set: Final = object.__setattr__
 
 
@@ -678,9 +685,10 @@ def encode(msg: Message) -> bytes:
     if names is None:
         raise TypeError(f"cannot encode {type(msg).__name__}: not a jupiter-bus message")
     body: dict[str, Any] = {"v": SCHEMA_VERSION, "type": msg.MESSAGE_TYPE}
+    false_flags = _FALSE_FLAGS[type(msg)]
     for name in names:
         value = getattr(msg, name)
-        if value is not None:
+        if value is not None and not (value is False and name in false_flags):
             body[name] = value
     error = body.get("error")
     if error is not None:
