@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from jupiter_bus.transport import Transport, connect
 from jupiter_bus.transport.memory import drop_memory_broker
+
+from .sshd import SshServer, sshd_unavailable_reason, start_sshd
 
 AMQP_URL = os.environ.get("JUPITER_BUS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -68,3 +73,18 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> No
         if loop.time() > deadline:
             pytest.fail(f"condition not met within {timeout:g} s")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> Iterator[SshServer]:
+    """One real sshd with a throwaway user for the whole session; skipped where impossible."""
+    if (reason := sshd_unavailable_reason()) is not None:
+        pytest.skip(reason)
+    # Not tmp_path_factory: pytest's base temp is 0700, and the test user must reach its home.
+    workdir = Path(tempfile.mkdtemp(prefix="jupiter-sshd-"))
+    try:
+        workdir.chmod(0o711)
+        with start_sshd(workdir) as server:
+            yield server
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

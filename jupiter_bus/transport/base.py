@@ -380,6 +380,7 @@ class Transport(abc.ABC):
             request.reply_to,
             body,
             headers=headers,
+            persistent=True,  # a durable completion queue keeps it across broker restarts
             correlation_id=correlation_id or request.correlation_id,
         )
 

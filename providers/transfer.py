@@ -1,0 +1,372 @@
+"""Transfer worker: executes ``transfer.request`` jobs from ``jupiter.transfer.<node>``.
+
+For each job: decode (bad bodies are dead-lettered without their password), answer
+from the local job store if its idempotency key already completed, refuse it
+``timeout`` if past its deadline, then copy with the requested engine, retrying
+transient failures (refused/reset connections, timeouts) with exponential backoff
+and jitter for a bounded number of attempts. The result is stored, published as
+``transfer.done.<node>`` and sent to the request's ``reply_to``, and only then is
+the job acked. A job redelivered more than ``redelivery_limit`` times is
+dead-lettered instead of being tried forever.
+
+Options (``[providers.transfer]`` in the agent's configuration)::
+
+    concurrency = 4            # jobs at once (the queue's prefetch)
+    engine = "sftp"            # default engine: sftp, scp, openssh-scp, local
+    allow_roots = ["/data"]    # sources must lie under these (none: any readable file)
+    known_hosts = "/etc/jupiter/known_hosts"   # default ~/.ssh/known_hosts
+    verify_host_keys = true    # false reproduces Jupiter's StrictHostKeyChecking=no
+    client_keys = ["/etc/jupiter/id_ed25519"]  # default: ~/.ssh keys and agent
+    max_attempts = 4
+    redelivery_limit = 5
+    seal_key_file = "/etc/jupiter/seal.key"    # open sealed passwords
+    require_sealed = false     # refuse passwords sent in clear
+    state_dir = "/var/lib/jupiter-bus/node1"   # the job store
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jupiter_bus import sealing
+from jupiter_bus.messages import (
+    TRANSFER_ENGINES,
+    TransferError,
+    TransferRequest,
+    TransferResult,
+    decode,
+    encode,
+    redact,
+)
+from jupiter_bus.plugins import NodeContext, Provider, ProviderError, TransferSample
+from jupiter_bus.receive import decode_delivery
+from jupiter_bus.topology import EVENTS_EXCHANGE, transfer_done_key
+from jupiter_bus.transport import Delivery, Envelope, WorkQueueOptions
+
+from .copy_engines import (
+    CopyFailure,
+    CopyJob,
+    Engine,
+    LocalEngine,
+    OpenSshOptions,
+    OpenSshScpEngine,
+    ScpEngine,
+    SftpEngine,
+    local_file_size,
+)
+from .job_store import JobStore
+from .ssh_pool import SshOptions, SshPool
+
+log = logging.getLogger(__name__)
+
+
+def default_state_dir(node: str) -> Path:
+    """Where a node's job store lives unless configured: ``$XDG_STATE_HOME/jupiter-bus/<node>``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "jupiter-bus" / node
+
+
+class TransferProvider(Provider):
+    """The transfer worker of one node (provider name ``transfer``)."""
+
+    name = "transfer"
+
+    def __init__(self, context: NodeContext, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(context, options)
+        o = self.take_options(
+            concurrency=4,
+            engine="sftp",
+            allow_roots=[],
+            known_hosts=None,
+            verify_host_keys=True,
+            client_keys=None,
+            connect_timeout=10.0,
+            idle_seconds=60.0,
+            max_attempts=4,
+            retry_initial_seconds=0.5,
+            retry_max_seconds=10.0,
+            redelivery_limit=5,
+            seal_key_file=None,
+            require_sealed=False,
+            state_dir=None,
+            queue_type="classic",
+            delivery_limit=None,
+            sftp_block_size=-1,
+            sftp_max_requests=-1,
+        )
+        if o["engine"] not in TRANSFER_ENGINES:
+            raise ProviderError(f"transfer: unknown engine {o['engine']!r}")
+        self.concurrency = int(o["concurrency"])
+        self.default_engine: str = o["engine"]
+        self.allow_roots = [os.path.realpath(os.path.expanduser(r)) for r in o["allow_roots"]]
+        self.max_attempts = max(1, int(o["max_attempts"]))
+        self.retry_initial = float(o["retry_initial_seconds"])
+        self.retry_max = float(o["retry_max_seconds"])
+        self.redelivery_limit = int(o["redelivery_limit"])
+        self.require_sealed = bool(o["require_sealed"])
+        self.seal_key = sealing.load_key(o["seal_key_file"]) if o["seal_key_file"] else None
+        self.state_dir = Path(o["state_dir"]) if o["state_dir"] else default_state_dir(context.node)
+        self.queue_options = WorkQueueOptions(
+            queue_type=o["queue_type"], delivery_limit=o["delivery_limit"]
+        )
+        self.pool = SshPool(
+            SshOptions(
+                known_hosts=o["known_hosts"],
+                verify_host_keys=bool(o["verify_host_keys"]),
+                client_keys=o["client_keys"],
+                connect_timeout=float(o["connect_timeout"]),
+                idle_seconds=float(o["idle_seconds"]),
+            )
+        )
+        self.engines: dict[str, Engine] = {
+            "sftp": SftpEngine(
+                self.pool,
+                block_size=int(o["sftp_block_size"]),
+                max_requests=int(o["sftp_max_requests"]),
+            ),
+            "scp": ScpEngine(self.pool),
+            "openssh-scp": OpenSshScpEngine(
+                OpenSshOptions(
+                    known_hosts=o["known_hosts"],
+                    verify_host_keys=bool(o["verify_host_keys"]),
+                    identity_files=tuple(o["client_keys"] or ()),
+                    connect_timeout=float(o["connect_timeout"]),
+                )
+            ),
+            "local": LocalEngine(),
+        }
+        self.completed = 0
+        self.failed = 0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume the node's work queue until ``stopping``; in-flight jobs finish first."""
+        if not self.allow_roots:
+            log.warning(
+                "node %s: transfer worker has no allow_roots: any file readable by this "
+                "process can be sent by whoever can publish a job",
+                self.context.node,
+            )
+        if not self.pool.options.verify_host_keys:
+            log.warning(
+                "node %s: host keys are NOT verified (verify_host_keys = false)", self.context.node
+            )
+        store = JobStore(self.state_dir)
+        transport = self.context.transport
+        queue = await transport.declare_work_queue(self.context.node, self.queue_options)
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            async with transport.consume(queue, prefetch=self.concurrency) as jobs:
+                self.set_health(True, f"consuming {queue}")
+                stop = asyncio.ensure_future(stopping.wait())
+                try:
+                    while not stopping.is_set():
+                        take = asyncio.ensure_future(anext(jobs))
+                        await asyncio.wait({take, stop}, return_when=asyncio.FIRST_COMPLETED)
+                        if not take.done():
+                            take.cancel()
+                            await asyncio.gather(take, return_exceptions=True)
+                            break
+                        delivery = take.result()
+                        task = asyncio.create_task(self._handle(delivery, store))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                finally:
+                    stop.cancel()
+                    # In-flight jobs finish and are acked; the agent cancels us (and so
+                    # them) after its grace period, and unacked jobs go back to the queue.
+                    await asyncio.gather(*in_flight, return_exceptions=True)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            await self.pool.close()
+            store.close()
+
+    async def _handle(self, delivery: Delivery, store: JobStore) -> None:
+        request = await decode_delivery(delivery, TransferRequest)
+        if request is None:
+            return
+        key = request.idempotency_key
+        stored = await store.result(key)
+        if stored is not None:
+            log.info(
+                "node %s job %s: already done, answering from the job store", self.context.node, key
+            )
+            await self._answer(delivery.envelope, decode(stored, TransferResult), stored)
+            await delivery.ack()
+            return
+        if delivery.envelope.redelivered:
+            count = await store.count_redelivery(key)
+            if count > self.redelivery_limit:
+                await delivery.dead_letter(
+                    f"redelivered {count} times (limit {self.redelivery_limit}); not run again",
+                    body=redact(delivery.envelope.body),
+                )
+                return
+        result = await self.execute(request)
+        body = encode(result)
+        await store.save_result(key, body)
+        await self._answer(delivery.envelope, result, body)
+        await delivery.ack()
+
+    async def _answer(self, envelope: Envelope, result: TransferResult, body: bytes) -> None:
+        transport = self.context.transport
+        await transport.publish(
+            EVENTS_EXCHANGE, transfer_done_key(self.context.node), body, persistent=True
+        )
+        await transport.reply(
+            envelope, body, correlation_id=envelope.correlation_id or result.request_id
+        )
+
+    def _result(
+        self,
+        request: TransferRequest,
+        started: float,
+        attempts: int,
+        size: int,
+        error: TransferError | None,
+    ) -> TransferResult:
+        return TransferResult(
+            request_id=request.id,
+            node=self.context.node,
+            ok=error is None,
+            bytes=size if error is None else 0,
+            seconds=round(time.monotonic() - started, 6),
+            attempts=attempts,
+            error=error,
+        )
+
+    async def execute(self, request: TransferRequest) -> TransferResult:
+        """Run one request to completion (with retries) and return its result; never raises."""
+        started = time.monotonic()
+        node, job_id = self.context.node, request.idempotency_key
+        password = request.password
+        attempts = 0
+        try:
+            if request.deadline is not None and time.time() > request.deadline:
+                raise CopyFailure("timeout", "the job's deadline passed before it could run")
+            password = self._open_password(password)
+            self._check_source(request.source)
+            size = local_file_size(request.source)
+            engine = self.engines[request.engine or self.default_engine]
+            job = CopyJob(
+                host=request.host,
+                port=request.port,
+                user=request.user,
+                password=password,
+                source=request.source,
+                destination=request.destination,
+                idempotency_key=request.idempotency_key,
+                create_dirs=request.create_dirs,
+            )
+            while True:
+                attempts += 1
+                try:
+                    await self._attempt(engine, job, request.deadline)
+                    break
+                except CopyFailure as failure:
+                    delay = self._retry_delay(failure, attempts, request.deadline)
+                    if delay is None:
+                        raise
+                    log.info(
+                        "node %s job %s: attempt %d failed (%s: %s); retrying in %.2f s",
+                        node,
+                        job_id,
+                        attempts,
+                        failure.kind,
+                        failure.message,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+        except CopyFailure as failure:
+            message = failure.message
+            if password:
+                message = message.replace(password, "***")
+            self.failed += 1
+            log.warning(
+                "node %s job %s: failed after %d attempt(s): %s: %s",
+                node,
+                job_id,
+                attempts,
+                failure.kind,
+                message,
+            )
+            return self._result(request, started, attempts, 0, TransferError(failure.kind, message))
+        result = self._result(request, started, attempts, size, None)
+        self.completed += 1
+        log.info(
+            "node %s job %s: %d bytes to %s@%s:%s in %.3f s (%s)",
+            node,
+            job_id,
+            size,
+            request.user,
+            request.host,
+            request.port,
+            result.seconds,
+            engine.name,
+        )
+        self.context.samples.offer(
+            TransferSample(
+                src=node,
+                dst=request.host,
+                size_bytes=size,
+                seconds=result.seconds,
+                engine=engine.name,
+                ts=time.time(),
+            )
+        )
+        return result
+
+    async def _attempt(self, engine: Engine, job: CopyJob, deadline: float | None) -> None:
+        if deadline is None:
+            await engine.copy(job)
+            return
+        remaining = deadline - time.time()
+        try:
+            await asyncio.wait_for(engine.copy(job), max(0.0, remaining))
+        except TimeoutError:
+            raise CopyFailure("timeout", "the job's deadline passed during the copy") from None
+
+    def _retry_delay(
+        self, failure: CopyFailure, attempts: int, deadline: float | None
+    ) -> float | None:
+        if not failure.transient or attempts >= self.max_attempts:
+            return None
+        delay = min(self.retry_max, self.retry_initial * 2.0 ** (attempts - 1)) * random.uniform(
+            0.5, 1.0
+        )
+        if deadline is not None and time.time() + delay >= deadline:
+            return None
+        return delay
+
+    def _open_password(self, password: str | None) -> str | None:
+        if password is None:
+            return None
+        if sealing.is_sealed(password):
+            if self.seal_key is None:
+                raise CopyFailure(
+                    "invalid", "the password is sealed but this worker has no seal key"
+                )
+            try:
+                return sealing.unseal(password, self.seal_key)
+            except sealing.SealError as exc:
+                raise CopyFailure("invalid", str(exc)) from None
+        if self.require_sealed:
+            raise CopyFailure("invalid", "this worker accepts sealed passwords only")
+        return password
+
+    def _check_source(self, source: str) -> None:
+        if not self.allow_roots:
+            return
+        real = os.path.realpath(source)
+        for root in self.allow_roots:
+            if os.path.commonpath([real, root]) == root:
+                return
+        raise CopyFailure("permission", f"source {source} is outside this worker's allowed roots")
