@@ -7,10 +7,17 @@ import contextlib
 
 
 class TcpProxy:
-    """Forward 127.0.0.1:<port> to ``target``; :meth:`cut` drops every open connection."""
+    """Forward 127.0.0.1:<port> to ``target``; :meth:`cut` drops every open connection.
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    ``rate_bytes_per_s`` slows each direction of each connection to about that rate
+    (a slow link, so that a transfer can be interrupted halfway).
+    """
+
+    def __init__(
+        self, target_host: str, target_port: int, *, rate_bytes_per_s: float | None = None
+    ) -> None:
         self.target = (target_host, target_port)
+        self.rate = rate_bytes_per_s
         self.port = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -35,10 +42,13 @@ class TcpProxy:
             task.add_done_callback(self._tasks.discard)
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        chunk = 65536 if self.rate is None else max(1024, int(self.rate / 20))
         try:
-            while data := await src.read(65536):
+            while data := await src.read(chunk):
                 dst.write(data)
                 await dst.drain()
+                if self.rate is not None:
+                    await asyncio.sleep(len(data) / self.rate)
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
