@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from jupiter_bus import sealing
+from jupiter_bus.errors import TransportError
 from jupiter_bus.messages import (
     TRANSFER_ENGINES,
     TransferError,
@@ -173,7 +174,12 @@ class TransferProvider(Provider):
                             take.cancel()
                             await asyncio.gather(take, return_exceptions=True)
                             break
-                        delivery = take.result()
+                        try:
+                            delivery = take.result()
+                        except StopAsyncIteration:
+                            if stopping.is_set():
+                                break
+                            raise TransportError(f"consumer of {queue} closed under us") from None
                         task = asyncio.create_task(self._handle(delivery, store))
                         in_flight.add(task)
                         task.add_done_callback(in_flight.discard)
