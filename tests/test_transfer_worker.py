@@ -464,3 +464,25 @@ async def test_plain_amqp_client_gets_the_documented_reply(
     assert reply["attempts"] == 1
     assert "password" not in reply
     assert destination.read_bytes() == source_file.read_bytes()
+
+
+async def test_connections_are_pooled_per_credential_and_closed_when_idle(
+    make_worker: Callable[..., Awaitable[Worker]],
+    ssh_server: SshServer,
+    source_file: Path,
+    remote_dir: Path,
+) -> None:
+    worker = await make_worker(idle_seconds=0.3)
+    assert worker.agent is not None
+    pool = worker.agent.provider("transfer").pool  # type: ignore[attr-defined]
+    for i in range(5):
+        for password in (None, ssh_server.password):
+            result = await worker.run(
+                request_body(ssh_server, source_file, str(remote_dir / f"p{i}"), password=password)
+            )
+            assert result.ok, result.error
+    assert pool.connects == 2  # one per credential, each reused
+    await eventually(lambda: pool.open_connections == 0, 5)
+    result = await worker.run(request_body(ssh_server, source_file, str(remote_dir / "again")))
+    assert result.ok
+    assert pool.connects == 3
