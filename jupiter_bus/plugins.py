@@ -50,16 +50,19 @@ class ProviderError(ConfigError):
 class TransferSample:
     """One completed transfer, offered to the network profiler as a passive sample.
 
-    ``link`` is ``(src, dst)`` node names when both are known, else the destination
-    ``host`` stands in for ``dst``.
+    ``src`` is the executing node; ``dst_host``/``dst_port`` are where the file went
+    (the profiler maps them to a peer node); ``job_id`` is the request's
+    idempotency key, so a profiler can tell its own probes from real traffic.
     """
 
     src: str
-    dst: str
+    dst_host: str
+    dst_port: int
     size_bytes: int
     seconds: float
     engine: str
     ts: float
+    job_id: str = ""
 
 
 class SampleFeed:

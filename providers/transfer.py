@@ -274,8 +274,10 @@ class TransferProvider(Provider):
             )
             while True:
                 attempts += 1
+                attempt_started = time.monotonic()
                 try:
                     await self._attempt(engine, job, request.deadline)
+                    attempt_seconds = time.monotonic() - attempt_started
                     break
                 except CopyFailure as failure:
                     delay = self._retry_delay(failure, attempts, request.deadline)
@@ -321,11 +323,13 @@ class TransferProvider(Provider):
         self.context.samples.offer(
             TransferSample(
                 src=node,
-                dst=request.host,
+                dst_host=request.host,
+                dst_port=request.port,
                 size_bytes=size,
-                seconds=result.seconds,
+                seconds=attempt_seconds,  # the copy itself: no retries, no backoff
                 engine=engine.name,
                 ts=time.time(),
+                job_id=job_id,
             )
         )
         return result

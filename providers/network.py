@@ -1,0 +1,359 @@
+"""Network profiler: DRUPE's quadratic link costs, measured honestly and cheaply.
+
+For each peer it keeps a bounded window of samples (:class:`jupiter_bus.costmodel.LinkModel`)
+and publishes ``network.<node>.<peer>`` (a :class:`~jupiter_bus.messages.LinkCost`) when
+the fit changes meaningfully or its refresh interval has passed.
+
+Samples come from two places:
+
+- **probes**: transfer requests this provider sends to its own node's transfer worker
+  (so they go through the very engine and connection pool that real transfers use,
+  and the model predicts what ``data_transfer`` will cost), with payloads of at least
+  three sizes spread on a log scale; a failed probe is never a sample: it is logged and
+  counted as a link error, and the peer is probed again only after a backoff;
+- **passive samples**: every real transfer the worker of the same agent completes to a
+  peer (beyond DRUPE): links that real traffic keeps fresh are not probed at all.
+
+Rounds are jittered, capped (``max_probes_per_round``) and held to a byte budget per
+link per hour, so N nodes never fire N^2 probes at once.
+
+Peers come from the configuration (``peers``) and, with ``default_user`` set, from
+resource events of other nodes that carry ``host`` (and ``ssh_port``); a discovered peer
+not heard from for ``peer_ttl_seconds`` stops being probed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupiter_bus.costmodel import Fit, LinkModel, kbit
+from jupiter_bus.errors import JupiterBusError
+from jupiter_bus.messages import (
+    LinkCost,
+    ResourceSample,
+    TransferRequest,
+    TransferResult,
+    decode,
+    encode,
+)
+from jupiter_bus.plugins import NodeContext, Provider, ProviderError, TransferSample, wait_or_stop
+from jupiter_bus.receive import decoded_events
+from jupiter_bus.topology import EVENTS_EXCHANGE, TRANSFERS_EXCHANGE, check_node, network_key
+
+from .transfer import default_state_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Peer:
+    """A node this one measures its link to, and what is known of that link."""
+
+    node: str
+    host: str
+    port: int
+    user: str
+    password: str | None = field(default=None, repr=False)
+    configured: bool = False
+    last_seen: float = field(default_factory=time.monotonic)
+    model: LinkModel = field(default_factory=LinkModel)
+    published: Fit | None = None
+    published_at: float = 0.0
+    probe_bytes: deque[tuple[float, int]] = field(default_factory=deque)
+    failures: int = 0
+    next_probe_at: float = 0.0
+    last_error: str | None = None
+
+    def bytes_last_hour(self, now: float) -> int:
+        """Probe bytes sent on this link in the last hour."""
+        while self.probe_bytes and now - self.probe_bytes[0][0] > 3600:
+            self.probe_bytes.popleft()
+        return sum(size for _, size in self.probe_bytes)
+
+
+class NetworkProvider(Provider):
+    """Measures and publishes the cost of the links from this node (provider ``network``).
+
+    Example (agent configuration)::
+
+        [providers.network]
+        probe_sizes_kb = [16, 256, 4096]
+        interval = 60
+        peers = [{node = "node2", host = "10.0.0.12", user = "jupiter"}]
+    """
+
+    name = "network"
+
+    def __init__(self, context: NodeContext, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(context, options)
+        o = self.take_options(
+            peers=[],
+            default_user=None,
+            probe_sizes_kb=[16, 256, 4096],
+            probe_dir="/tmp/jupiter-probes",
+            interval=60.0,
+            jitter=0.2,
+            max_probes_per_round=6,
+            budget_bytes_per_link_hour=100_000_000,
+            fresh_seconds=600.0,
+            window=64,
+            max_sample_age_seconds=6 * 3600.0,
+            refresh_seconds=300.0,
+            change_tolerance=0.05,
+            peer_ttl_seconds=180.0,
+            probe_timeout=60.0,
+            engine=None,
+            state_dir=None,
+        )
+        sizes = sorted({int(kb) for kb in o["probe_sizes_kb"]})
+        if len(sizes) < 3 or sizes[0] <= 0:
+            raise ProviderError("network: probe_sizes_kb needs at least 3 distinct positive sizes")
+        self.probe_sizes = [kb * 1000 for kb in sizes]
+        self.probe_dir = str(o["probe_dir"])
+        self.interval = float(o["interval"])
+        self.jitter = float(o["jitter"])
+        self.max_probes_per_round = int(o["max_probes_per_round"])
+        self.budget = int(o["budget_bytes_per_link_hour"])
+        self.fresh_seconds = float(o["fresh_seconds"])
+        self.window = int(o["window"])
+        self.max_sample_age = float(o["max_sample_age_seconds"])
+        self.refresh_seconds = float(o["refresh_seconds"])
+        self.change_tolerance = float(o["change_tolerance"])
+        self.peer_ttl = float(o["peer_ttl_seconds"])
+        self.probe_timeout = float(o["probe_timeout"])
+        self.engine: str | None = o["engine"]
+        self.default_user: str | None = o["default_user"]
+        self.local_dir = (
+            Path(o["state_dir"]) if o["state_dir"] else default_state_dir(context.node)
+        ) / "probes"
+        self.peers: dict[str, Peer] = {}
+        for entry in o["peers"]:
+            peer = self._peer(entry)
+            peer.configured = True
+            self.peers[peer.node] = peer
+        self._probe_ids: set[str] = set()
+        self.probes_sent = 0
+        self.probe_failures = 0
+
+    def _peer(self, entry: Mapping[str, Any]) -> Peer:
+        try:
+            node = check_node(str(entry["node"]))
+            return Peer(
+                node=node,
+                host=str(entry["host"]),
+                port=int(entry.get("port", 22)),
+                user=str(entry.get("user") or self.default_user or ""),
+                password=entry.get("password"),
+                model=LinkModel(window=self.window, max_age_seconds=self.max_sample_age),
+            )
+        except (KeyError, ValueError, JupiterBusError) as exc:
+            raise ProviderError(f"network: bad peer entry ({type(exc).__name__}: {exc})") from None
+
+    # -- samples ------------------------------------------------------------------
+
+    def _on_transfer(self, sample: TransferSample) -> None:
+        """A real transfer completed by this node's worker: a passive sample."""
+        if sample.job_id in self._probe_ids:
+            return  # our own probe: recorded from its reply
+        for peer in self.peers.values():
+            if peer.host == sample.dst_host and peer.port == sample.dst_port:
+                peer.model.add(
+                    kbit(sample.size_bytes), sample.seconds * 1000, ts=sample.ts, passive=True
+                )
+
+    async def _watch_resources(self) -> None:
+        """Learn peers from resource events (host, ssh_port) of other nodes."""
+        transport = self.context.transport
+        async with transport.subscribe(["resource.*"]) as feed:
+            async for _, message in decoded_events(transport, feed, ResourceSample):
+                assert isinstance(message, ResourceSample)
+                if message.node == self.context.node or message.host is None:
+                    continue
+                peer = self.peers.get(message.node)
+                if peer is not None:
+                    peer.last_seen = time.monotonic()
+                elif self.default_user:
+                    self.peers[message.node] = self._peer(
+                        {
+                            "node": message.node,
+                            "host": message.host,
+                            "port": message.ssh_port or 22,
+                            "user": self.default_user,
+                        }
+                    )
+                    log.info(
+                        "node %s: probing new peer %s at %s",
+                        self.context.node,
+                        message.node,
+                        message.host,
+                    )
+
+    # -- probing ------------------------------------------------------------------
+
+    def _probe_file(self, size: int) -> Path:
+        path = self.local_dir / f"probe-{size}.bin"
+        if not path.exists() or path.stat().st_size != size:
+            self.local_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(size))
+        return path
+
+    def _sizes_needed(self, peer: Peer, now_wall: float) -> list[int]:
+        """Probe sizes without a recent sample of about that size on this link."""
+        recent = peer.model.sizes_seen_since(now_wall - self.fresh_seconds)
+        needed = []
+        for size in self.probe_sizes:
+            target = kbit(size)
+            if not any(target / 2 <= seen <= target * 2 for seen in recent):
+                needed.append(size)
+        # passive traffic alone is enough when it spans the range on its own
+        if needed and len(recent) >= 3 and max(recent) >= 100 * max(min(recent), 1e-9):
+            return []
+        return needed
+
+    def plan_round(self) -> list[tuple[Peer, int]]:
+        """The probes of the next round: stalest links first, capped and within budget."""
+        now, wall = time.monotonic(), time.time()
+        plan: list[tuple[Peer, int]] = []
+        live = [
+            p
+            for p in self.peers.values()
+            if (p.configured or now - p.last_seen <= self.peer_ttl) and now >= p.next_probe_at
+        ]
+        live.sort(key=lambda p: p.model.newest_ts() or 0.0)
+        for peer in live:
+            spent = peer.bytes_last_hour(now)
+            for size in self._sizes_needed(peer, wall):
+                if len(plan) >= self.max_probes_per_round:
+                    return plan
+                if spent + size > self.budget:
+                    break
+                spent += size
+                plan.append((peer, size))
+        return plan
+
+    async def probe(self, peer: Peer, size: int) -> bool:
+        """Send one probe through this node's transfer worker; record it if it succeeded."""
+        job = str(uuid.uuid4())
+        self._probe_ids.add(job)
+        request = TransferRequest(
+            id=job,
+            host=peer.host,
+            port=peer.port,
+            user=peer.user,
+            password=peer.password,
+            source=str(self._probe_file(size)),
+            destination=f"{self.probe_dir}/probe-{self.context.node}-{size}.bin",
+            engine=self.engine,  # type: ignore[arg-type]
+            idempotency_key=job,
+            create_dirs=True,
+            deadline=time.time() + self.probe_timeout,
+        )
+        peer.probe_bytes.append((time.monotonic(), size))
+        self.probes_sent += 1
+        try:
+            reply = await self.context.transport.request(
+                TRANSFERS_EXCHANGE, self.context.node, encode(request), timeout=self.probe_timeout
+            )
+            result = decode(reply.body, TransferResult)
+        except JupiterBusError as exc:
+            return self._failed(peer, f"probe not answered: {exc}")
+        finally:
+            self._probe_ids.discard(job)
+        if not result.ok or result.error is not None:
+            error = result.error
+            return self._failed(peer, f"{error.kind}: {error.message}" if error else "failed")
+        # the worker's time for a single-attempt probe is the copy itself
+        if result.attempts == 1:
+            peer.model.add(kbit(result.bytes), result.seconds * 1000, ts=time.time())
+        peer.failures = 0
+        peer.last_error = None
+        return True
+
+    def _failed(self, peer: Peer, reason: str) -> bool:
+        peer.failures += 1
+        peer.last_error = reason
+        self.probe_failures += 1
+        backoff = min(self.interval * 2 ** min(peer.failures, 6), 3600.0)
+        peer.next_probe_at = time.monotonic() + backoff
+        log.warning(
+            "node %s: link to %s: probe failed (%s); not probing it for %.0f s",
+            self.context.node,
+            peer.node,
+            reason,
+            backoff,
+        )
+        return False
+
+    # -- publishing ---------------------------------------------------------------
+
+    async def publish_changes(self) -> int:
+        """Publish each link whose fit changed meaningfully or is due a refresh."""
+        now, wall = time.monotonic(), time.time()
+        published = 0
+        for peer in list(self.peers.values()):
+            peer.model.expire(wall)
+            fitted = peer.model.fit()
+            if fitted is None:
+                continue
+            due = now - peer.published_at >= self.refresh_seconds
+            if not (due or fitted.differs_from(peer.published, tolerance=self.change_tolerance)):
+                continue
+            message = LinkCost(
+                src=self.context.node,
+                dst=peer.node,
+                a=fitted.a,
+                b=fitted.b,
+                c=fitted.c,
+                samples=fitted.samples,
+                r2=min(1.0, max(-1e6, fitted.r2)),
+                min_kbit=fitted.min_kbit,
+                max_kbit=fitted.max_kbit,
+                model=fitted.model,
+            )
+            await self.context.transport.publish(
+                EVENTS_EXCHANGE, network_key(self.context.node, peer.node), encode(message)
+            )
+            peer.published, peer.published_at = fitted, now
+            published += 1
+        return published
+
+    def budget_report(self) -> dict[str, int]:
+        """Probe bytes per link in the last hour."""
+        now = time.monotonic()
+        return {peer.node: peer.bytes_last_hour(now) for peer in self.peers.values()}
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Probe, fit and publish in jittered rounds until ``stopping``."""
+        unlisten = self.context.samples.listen(self._on_transfer)
+        watcher = asyncio.create_task(self._watch_resources()) if self.default_user else None
+        try:
+            wait = random.uniform(0, self.jitter * self.interval)  # spread the first round
+            while not await wait_or_stop(stopping, wait):
+                for peer, size in self.plan_round():
+                    if stopping.is_set():
+                        break
+                    if time.monotonic() >= peer.next_probe_at:  # not failed this round
+                        await self.probe(peer, size)
+                await self.publish_changes()
+                errors = {p.node: p.last_error for p in self.peers.values() if p.last_error}
+                self.set_health(
+                    not errors,
+                    f"{len(self.peers)} peers, {self.probes_sent} probes, "
+                    f"errors: {errors or 'none'}",
+                )
+                wait = self.interval * random.uniform(1 - self.jitter, 1 + self.jitter)
+        finally:
+            unlisten()
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
