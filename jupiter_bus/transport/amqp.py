@@ -41,7 +41,7 @@ from aio_pika.abc import (
     ExchangeType,
 )
 
-from ..errors import InvalidURL, RequestTimeout, TransportError, Unroutable
+from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from .base import (
     DEFAULT_MAX_BACKLOG,
@@ -53,6 +53,7 @@ from .base import (
     HeaderValue,
     Subscription,
     Transport,
+    await_reply,
     check_prefetch,
 )
 
@@ -568,12 +569,6 @@ class AmqpTransport(Transport):
                 ),
                 mandatory,
             )
-            try:
-                return await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"no reply to the request sent to {exchange!r}/{routing_key!r} "
-                    f"within {timeout:g} s"
-                ) from None
+            return await await_reply(waiter, timeout, exchange, routing_key)
         finally:
             self._pending.pop(correlation_id, None)

@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import abc
+import asyncio
 import functools
 import logging
 import re
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from ..errors import TransportError
+from ..errors import RequestTimeout, TransportError
 from ..topology import (
     DEAD_EXCHANGE,
     ERROR_HEADER,
@@ -459,3 +460,19 @@ def check_prefetch(prefetch: int) -> int:
     if not 1 <= prefetch <= 65_535:
         raise TransportError(f"prefetch must be between 1 and 65535, got {prefetch}")
     return prefetch
+
+
+async def await_reply(
+    waiter: asyncio.Future[Envelope], timeout: float, exchange: str, routing_key: str
+) -> Envelope:
+    """Wait for a request's reply; :class:`RequestTimeout` after ``timeout`` seconds.
+
+    ``asyncio.timeout`` rather than ``wait_for``: no extra task per request.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            return await waiter
+    except TimeoutError:
+        raise RequestTimeout(
+            f"no reply to the request sent to {exchange!r}/{routing_key!r} within {timeout:g} s"
+        ) from None

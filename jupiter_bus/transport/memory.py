@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from ..errors import InvalidURL, RequestTimeout, TransportError, Unroutable
+from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from .base import (
     DEFAULT_MAX_BACKLOG,
@@ -38,6 +38,7 @@ from .base import (
     HeaderValue,
     Subscription,
     Transport,
+    await_reply,
     check_prefetch,
     topic_matches,
 )
@@ -452,13 +453,7 @@ class MemoryTransport(Transport):
                 correlation_id=correlation_id,
                 reply_to=reply_to,
             )
-            try:
-                return await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"no reply to the request sent to {exchange!r}/{routing_key!r} "
-                    f"within {timeout:g} s"
-                ) from None
+            return await await_reply(waiter, timeout, exchange, routing_key)
         finally:
             self.broker.replies.pop(reply_to, None)
 
