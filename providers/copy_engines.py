@@ -39,6 +39,8 @@ from jupiter_bus.messages import ErrorKind
 from .ssh_pool import SshPool
 
 TEMP_MARK = ".jbpart-"
+SMALL_FILE_BYTES = 64 * 1024
+"""Files up to this size are sent with a single SFTP write."""
 
 
 class CopyFailure(Exception):
@@ -63,6 +65,8 @@ class CopyJob:
     destination: str
     idempotency_key: str
     create_dirs: bool = False
+    size_bytes: int = -1
+    """The source's size when the caller knows it (-1: unknown)."""
 
     @property
     def where(self) -> str:
@@ -179,7 +183,7 @@ class _PooledSshEngine(Engine):
                     await sftp.makedirs(folder, exist_ok=True)
                 temp = job.temp_destination
                 try:
-                    await self._send(conn.connection, sftp, job.source, temp)
+                    await self._send(conn.connection, sftp, job, temp)
                     await self._rename(sftp, temp, job.destination)
                 except BaseException:
                     await _remove_quietly(sftp, temp)
@@ -194,7 +198,7 @@ class _PooledSshEngine(Engine):
         self,
         connection: asyncssh.SSHClientConnection,
         sftp: asyncssh.SFTPClient,
-        source: str,
+        job: CopyJob,
         temp: str,
     ) -> None: ...
 
@@ -227,10 +231,21 @@ class SftpEngine(_PooledSshEngine):
         self,
         connection: asyncssh.SSHClientConnection,
         sftp: asyncssh.SFTPClient,
-        source: str,
+        job: CopyJob,
         temp: str,
     ) -> None:
-        await sftp.put(source, temp, block_size=self.block_size, max_requests=self.max_requests)
+        # A block above the server's write limit makes OpenSSH drop the session.
+        limit = sftp.limits.max_write_len
+        block = min(self.block_size, limit) if self.block_size > 0 else -1
+        if 0 <= job.size_bytes <= SMALL_FILE_BYTES:
+            # One open/write/close: sftp.put() would also stat the target first, and
+            # for small files those round trips and asyncssh's per-request cost dominate.
+            with open(job.source, "rb") as file:  # noqa: ASYNC230 - at most 64 KiB, measured faster
+                data = file.read()
+            async with sftp.open(temp, "wb") as remote:
+                await remote.write(data)
+            return
+        await sftp.put(job.source, temp, block_size=block, max_requests=self.max_requests)
 
 
 class ScpEngine(_PooledSshEngine):
@@ -249,11 +264,11 @@ class ScpEngine(_PooledSshEngine):
         self,
         connection: asyncssh.SSHClientConnection,
         sftp: asyncssh.SFTPClient,
-        source: str,
+        job: CopyJob,
         temp: str,
     ) -> None:
         target = temp if temp.startswith("/") else "./" + temp
-        await asyncssh.scp(source, (connection, shlex.quote(target)))
+        await asyncssh.scp(job.source, (connection, shlex.quote(target)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,11 +224,14 @@ class TransferProvider(Provider):
 
     async def _answer(self, envelope: Envelope, result: TransferResult, body: bytes) -> None:
         transport = self.context.transport
-        await transport.publish(
-            EVENTS_EXCHANGE, transfer_done_key(self.context.node), body, persistent=True
-        )
-        await transport.reply(
-            envelope, body, correlation_id=envelope.correlation_id or result.request_id
+        # Both are confirmed before the job is acked, but neither waits for the other.
+        await asyncio.gather(
+            transport.publish(
+                EVENTS_EXCHANGE, transfer_done_key(self.context.node), body, persistent=True
+            ),
+            transport.reply(
+                envelope, body, correlation_id=envelope.correlation_id or result.request_id
+            ),
         )
 
     def _result(
@@ -271,6 +274,7 @@ class TransferProvider(Provider):
                 destination=request.destination,
                 idempotency_key=request.idempotency_key,
                 create_dirs=request.create_dirs,
+                size_bytes=size,
             )
             while True:
                 attempts += 1

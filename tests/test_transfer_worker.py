@@ -486,3 +486,17 @@ async def test_connections_are_pooled_per_credential_and_closed_when_idle(
     result = await worker.run(request_body(ssh_server, source_file, str(remote_dir / "again")))
     assert result.ok
     assert pool.connects == 3
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 65_536])
+async def test_small_files_take_the_single_write_path_and_arrive_whole(
+    worker: Worker, ssh_server: SshServer, remote_dir: Path, tmp_path: Path, size: int
+) -> None:
+    source = tmp_path / f"small-{size}.bin"
+    source.write_bytes(os.urandom(size))
+    destination = remote_dir / TRICKY_NAME
+    result = await worker.run(request_body(ssh_server, source, str(destination)))
+    assert result.ok, result.error
+    assert result.bytes == size
+    assert destination.read_bytes() == source.read_bytes()
+    assert leftovers(remote_dir) == []
