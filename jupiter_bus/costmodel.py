@@ -5,8 +5,10 @@ wrong and this module guards against:
 
 - a fit from fewer than three distinct sizes is refused (:func:`fit` returns None);
 - the fit is done on a scaled domain (x / max_kbit), so ``a`` of order 1e-9 and ``c``
-  of order 10 do not ruin the conditioning, and weighted by 1/cost, so every size is
+  of order 10 do not ruin the conditioning, on the median cost of each size (one
+  stalled transfer does not bend the curve), and weighted by 1/cost, so every size is
   predicted with a similar *relative* error (a 1 KB and a 10 MB transfer both matter);
+  ``r2`` is measured on that same relative scale;
 - parameters that predict a negative or decreasing cost inside the probed range are
   never returned: the fit falls back to non-negative coefficients (``linear`` when
   ``a`` is 0, else ``constrained``);
@@ -118,6 +120,10 @@ def fit(size_kbit: npt.ArrayLike, cost_ms: npt.ArrayLike) -> Fit | None:
     x, y = x[keep], y[keep]
     if np.unique(x).size < 3:
         return None
+    samples = int(x.size)
+    # One point per size, its median: a single stalled transfer must not bend the curve.
+    x, inverse = np.unique(x, return_inverse=True)
+    y = np.array([float(np.median(y[inverse == i])) for i in range(x.size)])
     lo, hi = float(x.min()), float(x.max())
     scale = hi if hi > 0 else 1.0
     xs = x / scale
@@ -130,14 +136,16 @@ def fit(size_kbit: npt.ArrayLike, cost_ms: npt.ArrayLike) -> Fit | None:
         qa, qb, qc = _nonnegative(design, y, weights)
         a, b, c = qa / scale**2, qb / scale, qc
         model = "linear" if a == 0.0 else "constrained"
+    # R^2 on the scale the fit minimises (relative errors), over the per-size medians
     prediction = (a * x + b) * x + c
-    total = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum((y - prediction) ** 2)) / total if total > 0 else 1.0
+    mean = float(np.sum(weights**2 * y) / np.sum(weights**2))
+    total = float(np.sum((weights * (y - mean)) ** 2))
+    r2 = 1.0 - float(np.sum((weights * (y - prediction)) ** 2)) / total if total > 0 else 1.0
     return Fit(
         a=float(a),
         b=float(b),
         c=float(c),
-        samples=int(x.size),
+        samples=samples,
         r2=r2,
         min_kbit=lo,
         max_kbit=hi,

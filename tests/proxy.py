@@ -7,16 +7,23 @@ import contextlib
 
 
 class TcpProxy:
-    """Forward 127.0.0.1:<port> to ``target``; :meth:`cut` drops every open connection.
+    """Forward <listen_host>:<port> to ``target``; :meth:`cut` drops every open connection.
 
     ``rate_bytes_per_s`` slows each direction of each connection to about that rate
-    (a slow link, so that a transfer can be interrupted halfway).
+    (a slow link, so that a transfer can be interrupted halfway). ``listen_host``
+    (default 127.0.0.1) can be, for example, the root end of a namespace's uplink.
     """
 
     def __init__(
-        self, target_host: str, target_port: int, *, rate_bytes_per_s: float | None = None
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        rate_bytes_per_s: float | None = None,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         self.target = (target_host, target_port)
+        self.listen_host = listen_host
         self.rate = rate_bytes_per_s
         self.port = 0
         self.connections = 0
@@ -25,7 +32,7 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, self.listen_host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

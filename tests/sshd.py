@@ -2,10 +2,11 @@
 
 :func:`start_sshd` creates a system user with a random password, host and client keys,
 and an ``sshd`` on a free port of 127.0.0.1 that only that user may log in to (by password
-or by the authorized client key). Everything lives in a work directory, and the user,
-its processes and its home are removed again when the context manager exits, also when
-the test failed. Tests that cannot run it (not root, no OpenSSH) skip with
-:func:`sshd_unavailable_reason`.
+or by the authorized client key). Given a network namespace (see ``tests/netns.py``) and
+an address in it, sshd runs in that namespace instead, on port 22 unless told otherwise.
+Everything lives in a work directory, and the user, its processes and its home are
+removed again when the context manager exits, also when the test failed. Tests that
+cannot run it (not root, no OpenSSH) skip with :func:`sshd_unavailable_reason`.
 
 Example::
 
@@ -15,6 +16,9 @@ Example::
     with start_sshd(workdir) as server:
         await asyncssh.connect(server.host, server.port, username=server.user,
                                password=server.password, known_hosts=str(server.known_hosts))
+
+    with start_sshd(workdir, netns=net.peers["b"].name, host=net.links["b"].peer_addr) as b:
+        ...  # reachable from the namespaces linked to that address, not from the root one
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ from pathlib import Path
 
 import psutil
 
+from .netns import connect_in
+
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
 HOST = "127.0.0.1"
+NETNS_PORT = 22  # a fresh namespace has every port free
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 # A free port found by binding port 0 can be taken again before sshd binds it.
@@ -73,11 +80,14 @@ class SshServer:
     known_hosts: Path
     """A known_hosts file with exactly :attr:`host_key_line`."""
     host_key_line: str
-    """``[127.0.0.1]:PORT ssh-ed25519 AAAA...``: the server's host key as known_hosts line."""
+    """``[127.0.0.1]:PORT ssh-ed25519 AAAA...``: the server's host key as known_hosts line
+    (``HOST ssh-ed25519 AAAA...`` on port 22, as OpenSSH and asyncssh look it up)."""
     home: Path
     """The user's home directory, owned by and writable for the user."""
     sshd_log: Path
     """sshd's own log (``-e``, LogLevel VERBOSE), for failure messages."""
+    netns: str | None = None
+    """The network namespace sshd runs in (None: the root namespace)."""
 
 
 def sshd_unavailable_reason() -> str | None:
@@ -99,12 +109,19 @@ def sshd_unavailable_reason() -> str | None:
 
 
 @contextlib.contextmanager
-def start_sshd(workdir: Path) -> Iterator[SshServer]:
+def start_sshd(
+    workdir: Path, *, netns: str | None = None, host: str = HOST, port: int | None = None
+) -> Iterator[SshServer]:
     """Run a real OpenSSH server with a throwaway user; remove both on exit.
 
     ``workdir`` must exist, and the new user must be able to traverse every directory
     above it (its home and authorized_keys live in it): ``tempfile.mkdtemp()`` chmod-ed
-    to 0o711 works, pytest's ``tmp_path`` (under a 0o700 directory) does not.
+    to 0o711 works, pytest's ``tmp_path`` (under a 0o700 directory) does not. One
+    ``workdir`` holds one server's files: give each server its own.
+
+    sshd listens on ``host``:``port``; without ``port``, a free port of the root namespace,
+    or :data:`NETNS_PORT` in namespace ``netns`` (which the caller made and owns; ``host``
+    must be one of its addresses).
 
     Example::
 
@@ -122,13 +139,14 @@ def start_sshd(workdir: Path) -> Iterator[SshServer]:
         _create_user(user, home, password)
         cleanup.callback(_delete_user, user, home)
         keys = _make_keys(workdir, user)
-        process, port = _launch_sshd(workdir, user, keys["host"])
+        listen = _Listen(host, port if port is not None else NETNS_PORT if netns else None, netns)
+        process, port = _launch_sshd(workdir, user, keys["host"], listen)
         cleanup.callback(_stop_sshd, process, user)
-        host_key_line = f"[{HOST}]:{port} {_public_key(keys['host'])}"
+        host_key_line = f"{_known_hosts_name(host, port)} {_public_key(keys['host'])}"
         known_hosts = workdir / "known_hosts"
         known_hosts.write_text(host_key_line + "\n")
         yield SshServer(
-            host=HOST,
+            host=host,
             port=port,
             user=user,
             password=password,
@@ -138,7 +156,27 @@ def start_sshd(workdir: Path) -> Iterator[SshServer]:
             host_key_line=host_key_line,
             home=home,
             sshd_log=workdir / "sshd.log",
+            netns=netns,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Listen:
+    """Where sshd listens: ``port`` None means a free port of the root namespace."""
+
+    host: str
+    port: int | None
+    netns: str | None
+
+    def command(self, *argv: str) -> list[str]:
+        """``argv``, run in :attr:`netns` when there is one."""
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return [*prefix, *argv]
+
+
+def _known_hosts_name(host: str, port: int) -> str:
+    """How known_hosts names ``host:port``: OpenSSH (and asyncssh) omit port 22."""
+    return host if port == 22 else f"[{host}]:{port}"
 
 
 def _require_traversable(workdir: Path) -> None:
@@ -198,20 +236,20 @@ def _public_key(private_key: Path) -> str:
     return f"{key_type} {key_data}"
 
 
-def _free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago."""
+def _free_port(host: str) -> int:
+    """A port on ``host`` (in the root namespace) that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _write_config(workdir: Path, user: str, host_key: Path, port: int) -> Path:
-    """Write an sshd_config for ``user`` on ``port``; return its path."""
+def _write_config(workdir: Path, user: str, host_key: Path, host: str, port: int) -> Path:
+    """Write an sshd_config for ``user`` on ``host``:``port``; return its path."""
     config = workdir / "sshd_config"
     config.write_text(
         f"""\
-ListenAddress {HOST}
+ListenAddress {host}
 Port {port}
 HostKey {host_key}
 PidFile {workdir / "sshd.pid"}
@@ -233,55 +271,70 @@ LogLevel VERBOSE
     return config
 
 
-def _launch_sshd(workdir: Path, user: str, host_key: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``sshd -D`` on a free port and wait for its banner; return it and the port."""
+def _launch_sshd(
+    workdir: Path, user: str, host_key: Path, listen: _Listen
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``sshd -D`` where ``listen`` says and wait for its banner; return it and the port."""
     # sshd's pre-auth children chroot here; only the packaged service creates it on start.
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-    for attempt in range(1, BIND_ATTEMPTS + 1):
-        port = _free_port()
-        config = _write_config(workdir, user, host_key, port)
-        _run(str(SSHD), "-t", "-f", str(config))
+    # only a port picked by _free_port can be taken again before sshd binds it
+    attempts = BIND_ATTEMPTS if listen.port is None else 1
+    for attempt in range(1, attempts + 1):
+        port = listen.port if listen.port is not None else _free_port(listen.host)
+        config = _write_config(workdir, user, host_key, listen.host, port)
+        _run(*listen.command(str(SSHD), "-t", "-f", str(config)))
         log = workdir / "sshd.log"
         with log.open("wb") as log_file:  # per attempt: the retry reads only its errors
+            # `ip netns exec` execs sshd in place: the process is sshd itself
             process = subprocess.Popen(
-                [str(SSHD), "-D", "-e", "-f", str(config)],
+                listen.command(str(SSHD), "-D", "-e", "-f", str(config)),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
             )
         try:
-            _wait_for_banner(process, port, log)
+            _wait_for_banner(process, listen, port, log)
         except SshdStartError:
             _stop_sshd(process, user)
-            if attempt < BIND_ATTEMPTS and "Address already in use" in _tail(log):
+            if attempt < attempts and "Address already in use" in _tail(log):
                 continue
             raise
         return process, port
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
-def _wait_for_banner(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def _wait_for_banner(
+    process: subprocess.Popen[bytes], listen: _Listen, port: int, log: Path
+) -> None:
     """Return once ``port`` answers with an SSH banner; raise with the log tail otherwise."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if (code := process.poll()) is not None:
             raise SshdStartError(f"sshd exited with {code} on port {port}:\n{_tail(log)}")
-        if _answers_banner(port):
+        if _answers_banner(listen, port):
             return
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=0.05)  # the pause between probes; ends early if sshd exits
+    where = f"{listen.host}:{port}" + (f" in namespace {listen.netns}" if listen.netns else "")
     raise SshdStartError(
-        f"sshd did not answer on {HOST}:{port} within {START_TIMEOUT_S} s:\n{_tail(log)}"
+        f"sshd did not answer on {where} within {START_TIMEOUT_S} s:\n{_tail(log)}"
     )
 
 
-def _answers_banner(port: int) -> bool:
+def _answers_banner(listen: _Listen, port: int) -> bool:
     """Whether ``port`` accepts a connection and sends an ``SSH-`` identification line."""
     try:
-        with socket.create_connection((HOST, port), timeout=0.5) as sock:
+        with _connect(listen, port) as sock:
             return sock.recv(256).startswith(b"SSH-")
     except OSError:
         return False
+
+
+def _connect(listen: _Listen, port: int) -> socket.socket:
+    """A connection to sshd, made from its own namespace: the root one may not reach it."""
+    if listen.netns is None:
+        return socket.create_connection((listen.host, port), timeout=0.5)
+    return connect_in(listen.netns, listen.host, port, timeout=0.5)
 
 
 def _tail(log: Path, lines: int = 20) -> str:
