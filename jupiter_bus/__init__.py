@@ -5,9 +5,11 @@ Resource and network-cost events and transfer jobs travel as messages on a bus
 
 Example::
 
-    from jupiter_bus import connect, messages
+    from jupiter_bus import JupiterInterface
 
-    bus = await connect("memory://demo")
+    async with JupiterInterface("amqp://guest:guest@127.0.0.1/", node="node1") as jupiter:
+        costs = await jupiter.get_network_data()
+        result = await jupiter.data_transfer("10.0.0.12", "jupiter", None, "/out/a", "/in/a")
 """
 
 from __future__ import annotations
@@ -22,24 +24,53 @@ from .errors import (
     TransportError,
     Unroutable,
 )
+from .facade import (
+    AuthError,
+    InterfaceClosed,
+    InvalidRequest,
+    JupiterInterface,
+    NoReply,
+    NotFound,
+    PermissionDenied,
+    RemoteError,
+    TransferFailed,
+    TransferTimeout,
+    Unreachable,
+)
 from .messages import LinkCost, ResourceSample, TransferError, TransferRequest, TransferResult
+from .state import NetworkData, ResourceData, StaleState, StateUnavailable
 from .transport import Transport, WorkQueueOptions, connect
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
+    "InterfaceClosed",
     "InvalidName",
+    "InvalidRequest",
     "InvalidURL",
     "JupiterBusError",
+    "JupiterInterface",
     "LinkCost",
     "MessageError",
+    "NetworkData",
+    "NoReply",
+    "NotFound",
+    "PermissionDenied",
+    "RemoteError",
     "RequestTimeout",
+    "ResourceData",
     "ResourceSample",
+    "StaleState",
+    "StateUnavailable",
     "TransferError",
+    "TransferFailed",
     "TransferRequest",
     "TransferResult",
+    "TransferTimeout",
     "Transport",
     "TransportError",
+    "Unreachable",
     "Unroutable",
     "WorkQueueOptions",
     "__version__",

@@ -8,9 +8,11 @@ import types
 import pytest
 
 import jupiter_bus
+import jupiter_bus.facade
+import jupiter_bus.state
 import jupiter_bus.transport
 
-MODULES = [jupiter_bus, jupiter_bus.transport]
+MODULES = [jupiter_bus, jupiter_bus.transport, jupiter_bus.facade, jupiter_bus.state]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
