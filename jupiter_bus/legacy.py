@@ -1,0 +1,354 @@
+"""Jupiter's own call style, kept working: the mapping functions and data formats.
+
+Jupiter's threaded code selects its integration functions by number
+(``TRANSFER=0``, ``PROFILER=0`` in ``jupiter_config.ini``) and calls them
+synchronously. These functions return synchronous callables backed by one
+:class:`~jupiter_bus.facade.JupiterInterface` running on one event loop in a daemon
+thread (the one place jupiter-bus uses a thread):
+
+- :func:`transfer_mapping_decorator` -> ``data_transfer(IP, user, pword, source,
+  destination)``, which blocks until the copy is done and **raises** on failure
+  (:class:`~jupiter_bus.facade.TransferFailed`), where the original never noticed;
+- :func:`get_network_data_mapping` -> a function returning WAVE's
+  ``{dest_name: {"a", "b", "c", "ip"}}`` for this node (``heft_rows``/``tgff``
+  variants below);
+- :func:`get_resource_data_mapping` -> a function returning
+  ``{node: {"cpu", "memory", "last_update"}}``;
+- :func:`profilers_mapping_decorator`, as in the original.
+
+Where the bus is comes from :func:`configure` or the environment:
+``JUPITER_BUS_URL`` (default ``amqp://guest:guest@127.0.0.1:5672/``) and
+``JUPITER_BUS_NODE`` (this node's name, the executing node of transfers; Jupiter sets
+``NODE_NAME``, which is used when ``JUPITER_BUS_NODE`` is absent).
+
+Example::
+
+    from jupiter_bus.legacy import transfer_mapping_decorator
+
+    transfer_data = transfer_mapping_decorator(0)
+    transfer_data("10.0.0.12", "jupiter", None, "/output/a.bin", "/input/a.bin")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import csv
+import functools
+import os
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+from .facade import JupiterInterface
+from .messages import TransferEngine, TransferResult
+from .state import StateUnavailable
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+TRANSFER_ENGINES_BY_NUMBER: dict[int, TransferEngine | None] = {
+    0: None,  # the worker's default engine (SFTP): Jupiter's "0 = SCP" slot
+    1: "scp",
+    2: "openssh-scp",
+    3: "local",
+}
+"""Jupiter's ``TRANSFER`` numbers: 0 is the default; names are accepted too."""
+PROFILERS_BY_NUMBER = {0: "network"}
+"""Jupiter's ``PROFILER`` numbers: 0 is DRUPE, here the ``network`` provider."""
+
+
+class LegacyBus:
+    """One :class:`JupiterInterface` on an event loop in a daemon thread, for sync callers.
+
+    Example::
+
+        bus = LegacyBus("amqp://guest:guest@127.0.0.1/", node="node1")
+        data = bus.call(lambda jupiter: jupiter.get_resource_data(timeout=30))
+        bus.close()
+    """
+
+    def __init__(self, url: str, *, node: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url
+        self.node = node
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="jupiter-bus", daemon=True
+        )
+        self._thread.start()
+        self._interface = JupiterInterface(
+            url, node=node, connection_name=f"jupiter-bus legacy {node}"
+        )
+        try:
+            self._submit(self._interface.__aenter__(), timeout)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _submit(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def call(
+        self,
+        work: Callable[[JupiterInterface], Coroutine[Any, Any, T]],
+        timeout: float | None = None,
+    ) -> T:
+        """Run ``work(interface)`` on the bus's loop and wait for its result."""
+        limit = self.timeout if timeout is None else timeout
+        return self._submit(work(self._interface), limit + 5.0)
+
+    def close(self) -> None:
+        """Close the interface and stop the loop thread."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._submit(self._interface.close(), 30.0)
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+_lock = threading.Lock()
+_bus: LegacyBus | None = None
+_settings: dict[str, Any] = {}
+
+
+def configure(url: str | None = None, *, node: str | None = None, timeout: float = 60.0) -> None:
+    """Say where the bus is and which node this is (before the first call; closes any open bus)."""
+    global _bus
+    with _lock:
+        if _bus is not None:
+            _bus.close()
+            _bus = None
+        _settings.update(url=url, node=node, timeout=timeout)
+
+
+def _current() -> LegacyBus:
+    global _bus
+    with _lock:
+        if _bus is None:
+            url = _settings.get("url") or os.environ.get("JUPITER_BUS_URL") or DEFAULT_URL
+            node = (
+                _settings.get("node")
+                or os.environ.get("JUPITER_BUS_NODE")
+                or os.environ.get("NODE_NAME")
+            )
+            _bus = LegacyBus(url, node=node, timeout=_settings.get("timeout", 60.0))
+        return _bus
+
+
+def shutdown() -> None:
+    """Close the shared bus (also done at interpreter exit)."""
+    configure(
+        _settings.get("url"), node=_settings.get("node"), timeout=_settings.get("timeout", 60.0)
+    )
+
+
+atexit.register(shutdown)
+
+
+def _engine(choice: int | str | None) -> TransferEngine | None:
+    if choice is None:
+        return None
+    if isinstance(choice, int) and not isinstance(choice, bool):
+        if choice not in TRANSFER_ENGINES_BY_NUMBER:
+            known = ", ".join(
+                f"{k} ({v or 'default'})" for k, v in TRANSFER_ENGINES_BY_NUMBER.items()
+            )
+            raise ConfigError(f"no transfer method number {choice}; known: {known}")
+        return TRANSFER_ENGINES_BY_NUMBER[choice]
+    names = {v for v in TRANSFER_ENGINES_BY_NUMBER.values() if v} | {"sftp"}
+    if choice not in names:
+        raise ConfigError(f"no transfer engine {choice!r}; known: {', '.join(sorted(names))}")
+    return choice  # type: ignore[return-value]
+
+
+def transfer_mapping_decorator(
+    TRANSFER: int | str | Callable[..., Any] = 0,
+) -> Callable[..., TransferResult]:
+    """Jupiter's transfer selector: returns ``data_transfer(IP, user, pword, source, destination)``.
+
+    ``TRANSFER`` is Jupiter's number (0: the default engine) or an engine name. As in
+    Jupiter's code, it can also decorate a placeholder function (``@transfer_mapping_decorator``),
+    which it replaces. The returned function blocks until the copy is done, returns
+    its :class:`~jupiter_bus.messages.TransferResult` and raises
+    :class:`~jupiter_bus.facade.TransferFailed` (a subclass per error kind) on failure.
+    Keyword arguments ``via``, ``port``, ``timeout`` and ``create_dirs`` pass through.
+    """
+    engine = None if callable(TRANSFER) else _engine(TRANSFER)
+
+    def data_transfer(
+        IP: str,
+        user: str,
+        pword: str | None,
+        source: str,
+        destination: str,
+        **options: Any,
+    ) -> TransferResult:
+        bus = _current()
+        timeout = float(options.pop("timeout", bus.timeout))
+        return bus.call(
+            lambda jupiter: jupiter.data_transfer(
+                IP,
+                user,
+                pword or None,
+                source,
+                destination,
+                engine=engine,
+                timeout=timeout,
+                **options,
+            ),
+            timeout,
+        )
+
+    if callable(TRANSFER):
+        functools.update_wrapper(data_transfer, TRANSFER)
+    return data_transfer
+
+
+def profilers_mapping_decorator(f: F) -> F:
+    """Jupiter's general mapping decorator: wraps ``f`` unchanged."""
+
+    @functools.wraps(f)
+    def profiler_mapping(*args: Any, **kwargs: Any) -> Any:
+        return f(*args, **kwargs)
+
+    return profiler_mapping  # type: ignore[return-value]
+
+
+def _profiler(choice: int | str) -> str:
+    if isinstance(choice, int) and not isinstance(choice, bool):
+        if choice not in PROFILERS_BY_NUMBER:
+            raise ConfigError(
+                f"no profiler number {choice}; known: 0 (DRUPE, the network provider)"
+            )
+        return PROFILERS_BY_NUMBER[choice]
+    if choice not in ("network", "drupe"):
+        raise ConfigError(f"no profiler {choice!r}; known: network (DRUPE)")
+    return "network"
+
+
+def get_network_data_mapping(PROFILER: int | str = 0) -> Callable[..., dict[str, dict[str, Any]]]:
+    """Jupiter's network-data selector: returns a function giving WAVE's view of this node.
+
+    The returned ``get_network_data(*legacy_args, source=None, home="home",
+    timeout=None, max_age=None)`` waits for the first link costs (up to ``timeout``,
+    where the original polled MongoDB forever) and returns
+    ``{dest_name: {"a", "b", "c", "ip"}}`` for ``source`` (default: this node).
+    Jupiter's positional arguments (profiler IPs, Mongo port, network map) are
+    accepted and ignored: the bus replaces them.
+    """
+    _profiler(PROFILER)
+
+    def get_network_data(
+        *_legacy: Any,
+        source: str | None = None,
+        home: str | None = "home",
+        timeout: float | None = None,
+        max_age: float | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        bus = _current()
+        origin = source or bus.node
+        if origin is None:
+            raise ConfigError(
+                "get_network_data needs this node's name: JUPITER_BUS_NODE or source="
+            )
+        limit = bus.timeout if timeout is None else timeout
+
+        async def fetch(jupiter: JupiterInterface) -> dict[str, dict[str, Any]]:
+            deadline = asyncio.get_running_loop().time() + limit
+            while True:  # until this node has outgoing links (the original polled forever)
+                data = await jupiter.get_network_data(timeout=limit, max_age=max_age)
+                if origin in data and any(e.src == origin for e in data.links()):
+                    break
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    await jupiter.network.wait_changed(data.version, max(0.0, remaining))
+                except TimeoutError:
+                    raise StateUnavailable(
+                        f"no link costs from {origin} within {limit:g} s", missing=[origin]
+                    ) from None
+            resources = await jupiter.get_resource_data(timeout=limit)
+            return data.wave(origin, resources.ips(), home=home)
+
+        return profilers_mapping_decorator(lambda: bus.call(fetch, limit))()
+
+    return get_network_data
+
+
+def get_resource_data_mapping(PROFILER: int | str = 0) -> Callable[..., dict[str, dict[str, Any]]]:
+    """Jupiter's resource-data selector: returns a function giving every node's CPU and memory.
+
+    The returned ``get_resource_data(*legacy_args, nodes=None, timeout=None,
+    max_age=None)`` returns ``{node: {"cpu": percent, "memory": percent,
+    "last_update": "%B %d %Y - %H:%M:%S"}}``, waiting (up to ``timeout``) until every
+    node in ``nodes`` is known, or without ``nodes`` until at least one is.
+    """
+    _profiler(PROFILER)
+
+    def get_resource_data(
+        *_legacy: Any,
+        nodes: list[str] | None = None,
+        timeout: float | None = None,
+        max_age: float | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        bus = _current()
+        limit = bus.timeout if timeout is None else timeout
+
+        async def fetch(jupiter: JupiterInterface) -> dict[str, dict[str, Any]]:
+            data = await jupiter.get_resource_data(timeout=limit, max_age=max_age, nodes=nodes)
+            return data.to_jupiter()
+
+        return bus.call(fetch, limit)
+
+    return get_resource_data
+
+
+def heft_network_rows(
+    *, home: str | None = "home", timeout: float | None = None
+) -> list[list[str]]:
+    """HEFT's rows ``[src_name, src_ip, dst_name, dst_ip, "a b c"]``, links to home left out."""
+    bus = _current()
+    limit = bus.timeout if timeout is None else timeout
+
+    async def fetch(jupiter: JupiterInterface) -> list[list[str]]:
+        data = await jupiter.get_network_data(timeout=limit)
+        resources = await jupiter.get_resource_data(timeout=limit)
+        return data.heft_rows(home=home, ips=resources.ips())
+
+    return bus.call(fetch, limit)
+
+
+def write_network_log(path: str | Path, rows: list[list[str]]) -> None:
+    """Write HEFT's ``network_log.txt`` as Jupiter did (CSV, every field quoted)."""
+    with open(path, "w", newline="") as file:
+        csv.writer(file, quoting=csv.QUOTE_ALL).writerows(rows)
+
+
+def write_tgff_quadratic(
+    path: str | Path,
+    *,
+    home: str | None = "home",
+    timeout: float | None = None,
+    computation: Mapping[str, str] | None = None,
+) -> None:
+    """Append HEFT's TGFF ``@quadratic 0 {`` section (current link costs) to ``path``."""
+    bus = _current()
+    limit = bus.timeout if timeout is None else timeout
+
+    async def fetch(jupiter: JupiterInterface) -> str:
+        data = await jupiter.get_network_data(timeout=limit)
+        return data.tgff_quadratic(home=home)
+
+    section = bus.call(fetch, limit)
+    with open(path, "a") as file:
+        file.write(section)
