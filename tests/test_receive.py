@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import orjson
+import pytest
 
 from jupiter_bus.messages import LinkCost, TransferRequest, encode
 from jupiter_bus.receive import decode_delivery, decoded_events
@@ -16,7 +18,7 @@ from jupiter_bus.topology import (
     TRANSFERS_EXCHANGE,
     network_key,
 )
-from jupiter_bus.transport import Envelope, Subscription, Transport
+from jupiter_bus.transport import Envelope, Subscription, Transport, connect
 
 WAIT = 5.0
 
@@ -107,3 +109,28 @@ async def test_bad_events_are_dead_lettered_and_the_feed_goes_on(
         reasons = [letter.headers[ERROR_HEADER] for letter in await dead_letters(dead, 2)]
     assert reasons[0].startswith("v")
     assert "object" in reasons[1]
+
+
+@pytest.mark.amqp
+async def test_debug_logging_never_shows_a_password_in_a_body(
+    caplog: pytest.LogCaptureFixture, unique: str
+) -> None:
+    import jupiter_bus.transport.amqp  # noqa: F401 - importing it holds aiormq at INFO
+
+    from .conftest import AMQP_URL
+
+    body = encode(request(password=f"hunter2-{unique}"))
+    with caplog.at_level(logging.DEBUG):  # as an application that logs everything would
+        assert logging.getLogger().getEffectiveLevel() == logging.DEBUG
+        transport = await connect(AMQP_URL)
+        try:
+            queue = await transport.declare_work_queue(f"log-{unique}")
+            await transport.publish(TRANSFERS_EXCHANGE, f"log-{unique}", body, persistent=True)
+            async with transport.consume(queue) as jobs:
+                delivery = await asyncio.wait_for(anext(jobs), WAIT)
+                assert delivery.envelope.body == body
+                await delivery.ack()
+            await transport.delete_queue(queue)
+        finally:
+            await transport.close()
+    assert f"hunter2-{unique}" not in caplog.text

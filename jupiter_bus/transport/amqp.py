@@ -59,6 +59,13 @@ from .base import (
 
 log = logging.getLogger(__name__)
 
+# aiormq logs whole frames at DEBUG, bodies included: a transfer request's password
+# would land in the log of anyone who turns on debug logging for everything. Unless
+# the application chose a level for these loggers itself, keep them at INFO.
+for _name in ("aiormq", "aio_pika"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.INFO)
+
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 _SUBSCRIPTION_PREFETCH = 512
 _SUBSCRIPTION_ACK_EVERY = 128
@@ -198,6 +205,11 @@ class AmqpSubscription(Subscription):
         self._unacked: AbstractIncomingMessage | None = None
         self._taken = 0
         self._closed = False
+
+    @property
+    def name(self) -> str:
+        """The private queue's name (``jupiter.sub.<hex>``), fixed from creation."""
+        return self._name
 
     async def start(self) -> None:
         if self._channel is not None:
