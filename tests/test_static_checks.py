@@ -8,7 +8,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED = [
-    p for p in ("jupiter_bus", "providers", "tests", "bench", "scripts") if (ROOT / p).exists()
+    p
+    for p in ("jupiter_bus", "providers", "tests", "bench", "scripts", "examples")
+    if (ROOT / p).exists()
 ]
 
 
@@ -29,5 +31,5 @@ def test_code_is_ruff_formatted() -> None:
 
 
 def test_mypy_strict_is_clean() -> None:
-    result = run("mypy", "jupiter_bus", "providers")
+    result = run("mypy", "jupiter_bus", "providers", "examples")
     assert result.returncode == 0, result.stdout + result.stderr
