@@ -4,6 +4,9 @@ One object, used as an async context manager, that
 
 - follows ``resource.*``, ``network.*.*`` and ``transfer.done.*`` on ``jupiter.events``
   into live state (:mod:`jupiter_bus.state`), so reads come from memory;
+- on entering, asks every node agent for its latest events (``snapshot.request``), so a
+  scheduler that starts after the agents has the whole picture at once instead of
+  waiting for their next publication;
 - answers ``await get_network_data()`` / ``await get_resource_data()`` with a
   consistent snapshot, waiting (with a timeout) for the first state or for the nodes
   and links asked for;
@@ -40,6 +43,7 @@ from typing import Any, ClassVar, Final, Generic, Self, TypeVar
 from urllib.parse import urlsplit
 
 from . import sealing
+from .agent import SNAPSHOT_REQUEST_KEY, SnapshotRequest
 from .errors import JupiterBusError, MessageError, RequestTimeout, TransportError, Unroutable
 from .messages import (
     ErrorKind,
@@ -60,8 +64,16 @@ from .state import (
     ResourceState,
     StaleState,
     StateUnavailable,
+    UnknownLink,
+    UnknownNode,
 )
-from .topology import TRANSFERS_EXCHANGE, check_node, work_queue
+from .topology import (
+    DEFAULT_EXCHANGE,
+    EVENTS_EXCHANGE,
+    TRANSFERS_EXCHANGE,
+    check_node,
+    work_queue,
+)
 from .transport import Consumer, Delivery, Subscription, Transport, connect
 
 __all__ = [
@@ -340,7 +352,9 @@ class JupiterInterface:
     them there. Without one, ``jupiter.completions.<client_id>`` is used, made on the
     first submit and deleted on exit. ``max_results`` bounds the results held (not yet
     collected, and recently collected). With ``seal_key``, passwords are sealed
-    (:mod:`jupiter_bus.sealing`) before they are published.
+    (:mod:`jupiter_bus.sealing`) before they are published. With ``snapshot`` (the
+    default), entering asks the node agents for their latest events
+    (:meth:`request_snapshot`).
 
     Example::
 
@@ -360,6 +374,7 @@ class JupiterInterface:
         max_results: int = 10_000,
         seal_key: bytes | None = None,
         connection_name: str | None = None,
+        snapshot: bool = True,
     ) -> None:
         if isinstance(url_or_transport, str):
             self._url: str | None = url_or_transport
@@ -375,6 +390,7 @@ class JupiterInterface:
             raise ValueError("max_results must be at least 1")
         self._max_results = max_results
         self._seal_key = seal_key
+        self._snapshot_on_enter = snapshot
         self._connection_name = connection_name or f"jupiter-bus facade {self._client_id}"
         self._owns_transport = False
         self._network = NetworkState()
@@ -455,6 +471,8 @@ class JupiterInterface:
             self._pump_task = asyncio.create_task(
                 self._pump(subscription), name=f"jupiter-bus events {self._client_id}"
             )
+            if self._snapshot_on_enter:
+                await self.request_snapshot()
             if self._explicit_queue:
                 await self._ensure_completions()
         except BaseException:
@@ -537,13 +555,70 @@ class JupiterInterface:
 
     # -- the event pump --------------------------------------------------------------------
 
+    async def request_snapshot(self) -> str:
+        """Ask every node agent for its latest events; return the request's id.
+
+        Entering does this once (unless ``snapshot=False``): a scheduler that starts
+        after the agents then has the current resources and link costs within moments
+        instead of after the next publication (resources every few seconds, link costs
+        only when they change). The answers arrive in this interface's event feed and
+        are applied like live events, except that an answer older (by the producer's
+        ``ts``) than what a live update already brought for the same node or link is
+        skipped. Staleness of an answer counts from when it was received here.
+        Call it again to refresh everything at once (e.g. after a long disconnection).
+
+        Example::
+
+            await bus.request_snapshot()
+            data = await bus.get_network_data(nodes=["n1", "n2"], timeout=1.0)
+        """
+        transport = self._check_open()
+        subscription = self._subscription
+        if subscription is None:
+            raise InterfaceClosed("the event feed is not open")
+        request_id = str(uuid.uuid4())
+        await transport.publish(
+            EVENTS_EXCHANGE,
+            SNAPSHOT_REQUEST_KEY,
+            SnapshotRequest.body(request_id),
+            reply_to=subscription.name,
+            correlation_id=request_id,
+            message_id=request_id,
+        )
+        log.debug("facade %s: snapshot %s requested", self._client_id, request_id)
+        return request_id
+
+    def _holds_newer(self, message: object) -> bool:
+        """Whether the state holds a value for ``message``'s node or link at least as new
+        (producer's ``ts``): a snapshot answer must not undo a live update."""
+        if isinstance(message, LinkCost):
+            # The snapshot is dropped before the next apply, so it costs no copy.
+            data = self._network.snapshot()
+            try:
+                return data.link(message.src, message.dst).ts >= message.ts
+            except (UnknownNode, UnknownLink):
+                return False
+        if isinstance(message, ResourceSample):
+            held = self._resources.snapshot().get(message.node)
+            return held is not None and held.ts >= message.ts
+        return False
+
     async def _pump(self, subscription: Subscription) -> None:
-        """Feed events into the states, the watches and the transfer waiters."""
+        """Feed events into the states, the watches and the transfer waiters.
+
+        Snapshot answers come through the same feed (sent straight to its queue, by
+        the default exchange) and are applied the same way unless they are older.
+        """
         assert self._transport is not None
         network, resources = self._network, self._resources
         handled = 0
         try:
-            async for _, message in decoded_events(self._transport, subscription):
+            async for envelope, message in decoded_events(self._transport, subscription):
+                handled += 1
+                if handled % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a burst must not starve the callers' tasks
+                if envelope.exchange == DEFAULT_EXCHANGE and self._holds_newer(message):
+                    continue  # a snapshot answer older than a live update already applied
                 if isinstance(message, LinkCost):
                     network.apply(message, time.monotonic())
                     if self._network_watches:
@@ -556,9 +631,6 @@ class JupiterInterface:
                             resource_watch.offer(message)
                 elif isinstance(message, TransferResult):
                     self._on_done(message)
-                handled += 1
-                if handled % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # a burst must not starve the callers' tasks
             raise TransportError("the event subscription ended")
         except asyncio.CancelledError:
             raise
@@ -607,7 +679,21 @@ class JupiterInterface:
             return data.coverage(nodes=wanted_nodes, links=wanted_links, max_age=max_age, now=now)
 
         listed = wanted_nodes is not None or wanted_links is not None
-        ok, data, coverage = await self._await_state(self._network, judge, listed, max_age, timeout)
+        # What any satisfied answer needs: every node of a requested link known, and at
+        # least as many links held as requested (a node alone, or a self-link, asks nothing).
+        listed_nodes = set(wanted_nodes or ())
+        pairs = {(src, dst) for src, dst in wanted_links or () if src != dst}
+        names = {x for pair in pairs for x in pair} | (
+            listed_nodes if len(listed_nodes) > 1 else set()
+        )
+        least = max(len(listed_nodes) * (len(listed_nodes) - 1), len(pairs))
+
+        def possible(data: NetworkData) -> bool:
+            return data.link_count >= least and all(x in data for x in names)
+
+        ok, data, coverage = await self._await_state(
+            self._network, judge, listed, max_age, timeout, possible
+        )
         if ok:
             return data
         raise _state_error("network", "links", data, coverage, max_age, timeout)
@@ -638,8 +724,11 @@ class JupiterInterface:
         def judge(data: ResourceData, now: float) -> Coverage:
             return data.coverage(nodes=wanted, max_age=max_age, now=now)
 
+        def possible(data: ResourceData) -> bool:
+            return wanted is None or all(x in data for x in wanted)
+
         ok, data, coverage = await self._await_state(
-            self._resources, judge, wanted is not None, max_age, timeout
+            self._resources, judge, wanted is not None, max_age, timeout, possible
         )
         if ok:
             return data
@@ -652,17 +741,24 @@ class JupiterInterface:
         listed: bool,
         max_age: float | None,
         timeout: float,
+        possible: Callable[[D], bool],
     ) -> tuple[bool, D, Coverage]:
-        """Snapshot until ``judge`` is satisfied or ``timeout`` passes; (ok, last, coverage)."""
+        """Snapshot until ``judge`` is satisfied or ``timeout`` passes; (ok, last, coverage).
+
+        ``possible`` is a cheap necessary condition (counts, names known): while it does
+        not hold, the full judgement (O(N²) for N requested nodes) is skipped, since a
+        state filling with thousands of updates wakes this loop hundreds of times.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             now = time.monotonic()
             data: D = state.snapshot(max_age=max_age, now=now)  # type: ignore[assignment]
-            coverage = judge(data, now)
-            if _satisfied(coverage, listed, max_age):
-                return True, data, coverage
             remaining = deadline - loop.time()
+            if remaining <= 0 or possible(data):
+                coverage = judge(data, now)
+                if _satisfied(coverage, listed, max_age):
+                    return True, data, coverage
             if remaining <= 0:
                 if self._failure is not None:
                     raise self._failure

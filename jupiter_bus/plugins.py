@@ -18,7 +18,7 @@ Example::
 
         async def run(self, stopping: asyncio.Event) -> None:
             while not stopping.is_set():
-                await self.context.transport.publish(...)
+                await self.context.publish_event(f"heartbeat.{self.context.node}", body)
                 await wait_or_stop(stopping, 5.0)
 """
 
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .topology import EVENTS_EXCHANGE
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,20 @@ class SampleFeed:
 
 @dataclass(slots=True)
 class NodeContext:
-    """What a provider knows of the node it runs on.
+    """What a provider knows of the node it runs on, and how it publishes events.
 
     ``host`` and ``ssh_port`` say where other nodes reach this node (published with
     resource events so schedulers can map names to addresses).
+
+    Providers publish their events with :meth:`publish_event`, which also keeps the
+    latest body of each routing key: the agent answers ``snapshot.request`` with
+    those, so a scheduler that starts late has the whole picture at once instead of
+    waiting for the next publication.
+
+    Example::
+
+        await context.publish_event(resource_key(context.node), encode(sample))
+        context.last_events()   # {'resource.node1': b'{"v":1,"type":"resource",...}'}
     """
 
     node: str
@@ -101,6 +112,42 @@ class NodeContext:
     host: str | None = None
     ssh_port: int | None = None
     samples: SampleFeed = field(default_factory=SampleFeed)
+    _last: dict[str, bytes] = field(default_factory=dict, repr=False, init=False)
+
+    def owns_key(self, routing_key: str) -> bool:
+        """Whether ``routing_key`` is one of this node's: its second word is the node.
+
+        ``resource.<node>`` and ``network.<node>.<peer>`` are; ``network.<peer>.<node>``
+        (another node's link) is not.
+        """
+        words = routing_key.split(".")
+        return len(words) in (2, 3) and words[1] == self.node and all(words)
+
+    async def publish_event(self, routing_key: str, body: bytes) -> None:
+        """Publish ``body`` on ``jupiter.events`` and remember it as ``routing_key``'s latest.
+
+        Only the node's own keys are taken (see :meth:`owns_key`), so the record holds
+        at most one body per key the node owns: its resource key and its outgoing
+        links. The body is remembered before it is published, so a snapshot request
+        answered meanwhile already carries it; a failed publish raises
+        :class:`~jupiter_bus.errors.TransportError` and the body stays remembered (it
+        is still this node's latest value).
+        """
+        if not self.owns_key(routing_key):
+            raise ProviderError(
+                f"node {self.node} cannot publish {routing_key!r} as its own event: "
+                f"its keys are '<kind>.{self.node}' or '<kind>.{self.node}.<peer>'"
+            )
+        self._last[routing_key] = bytes(body)
+        await self.transport.publish(EVENTS_EXCHANGE, routing_key, body)
+
+    def forget_event(self, routing_key: str) -> bool:
+        """Stop offering ``routing_key`` to late joiners (e.g. a peer that left)."""
+        return self._last.pop(routing_key, None) is not None
+
+    def last_events(self) -> dict[str, bytes]:
+        """The latest body of each key published with :meth:`publish_event` (a copy)."""
+        return dict(self._last)
 
 
 @dataclass(frozen=True, slots=True)

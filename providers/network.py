@@ -48,7 +48,7 @@ from jupiter_bus.messages import (
 )
 from jupiter_bus.plugins import NodeContext, Provider, ProviderError, TransferSample, wait_or_stop
 from jupiter_bus.receive import decoded_events
-from jupiter_bus.topology import EVENTS_EXCHANGE, TRANSFERS_EXCHANGE, check_node, network_key
+from jupiter_bus.topology import TRANSFERS_EXCHANGE, check_node, network_key
 
 from .transfer import default_state_dir
 
@@ -304,7 +304,11 @@ class NetworkProvider(Provider):
     # -- publishing ---------------------------------------------------------------
 
     async def publish_changes(self) -> int:
-        """Publish each link whose fit changed meaningfully or is due a refresh."""
+        """Publish each link whose fit changed meaningfully or is due a refresh.
+
+        Through :meth:`NodeContext.publish_event`: the agent hands the latest cost of
+        every link to schedulers that start between two publications.
+        """
         now, wall = time.monotonic(), time.time()
         published = 0
         for peer in list(self.peers.values()):
@@ -327,8 +331,8 @@ class NetworkProvider(Provider):
                 max_kbit=fitted.max_kbit,
                 model=fitted.model,
             )
-            await self.context.transport.publish(
-                EVENTS_EXCHANGE, network_key(self.context.node, peer.node), encode(message)
+            await self.context.publish_event(
+                network_key(self.context.node, peer.node), encode(message)
             )
             peer.published, peer.published_at = fitted, now
             published += 1

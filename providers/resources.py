@@ -1,8 +1,8 @@
 """Resource provider: publishes this node's CPU and memory (psutil) as ``resource.<node>``.
 
-``cpu_percent`` is the whole machine's CPU use averaged over the publication interval
-(psutil's ``cpu_percent(None)`` measures since its previous call; the first call only
-primes it and returns 0.0, so it is made at start and never published).
+``cpu_percent`` is the whole machine's CPU use averaged over the publication interval,
+from the provider's own successive ``cpu_times()`` readings (the first reading only
+primes it, so it is made at start and never published).
 
 Options: ``interval`` (seconds, default 5).
 """
@@ -19,13 +19,16 @@ import psutil
 from jupiter_bus.errors import TransportError
 from jupiter_bus.messages import ResourceSample, encode
 from jupiter_bus.plugins import NodeContext, Provider, ProviderError, wait_or_stop
-from jupiter_bus.topology import EVENTS_EXCHANGE, resource_key
+from jupiter_bus.topology import resource_key
 
 log = logging.getLogger(__name__)
 
 
 class ResourceProvider(Provider):
     """Publishes ``resource.<node>`` every ``interval`` seconds.
+
+    Samples go out through :meth:`NodeContext.publish_event`, so the agent also
+    hands the latest one to schedulers that start between two publications.
 
     Example (agent configuration)::
 
@@ -41,13 +44,30 @@ class ResourceProvider(Provider):
         self.interval = float(settings["interval"])
         if not self.interval > 0:
             raise ProviderError(f"resources: interval must be > 0 seconds, got {self.interval}")
+        self._cpu_times: tuple[float, float] | None = None
+
+    def _cpu_percent(self) -> float:
+        """Whole-machine CPU use since this provider's previous call.
+
+        Computed from this provider's own ``cpu_times()`` readings: psutil's
+        ``cpu_percent(None)`` keeps one previous reading per thread, so several
+        providers (or a scheduler) in one event loop would steal each other's window.
+        """
+        times = psutil.cpu_times()
+        # guest time is already counted in user time on Linux (psutil does the same)
+        total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+        busy = total - times.idle - getattr(times, "iowait", 0.0)
+        previous, self._cpu_times = self._cpu_times, (busy, total)
+        if previous is None or total <= previous[1]:
+            return 0.0
+        return min(100.0, max(0.0, 100.0 * (busy - previous[0]) / (total - previous[1])))
 
     def sample(self) -> ResourceSample:
         """Measure now (CPU since the previous call)."""
         memory = psutil.virtual_memory()
         return ResourceSample(
             node=self.context.node,
-            cpu_percent=min(100.0, max(0.0, psutil.cpu_percent(None))),
+            cpu_percent=self._cpu_percent(),
             cpu_count=psutil.cpu_count(logical=True) or 1,
             memory_percent=float(memory.percent),
             memory_total_bytes=int(memory.total),
@@ -58,7 +78,7 @@ class ResourceProvider(Provider):
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Publish one sample per interval until stopped."""
-        psutil.cpu_percent(None)  # prime: the first call has nothing to compare with
+        self._cpu_percent()  # prime: the first reading has nothing to compare with
         key = resource_key(self.context.node)
         # The first sample goes out after a short measuring window, not a whole
         # interval, so a scheduler starting with the agent sees the node at once.
@@ -67,7 +87,7 @@ class ResourceProvider(Provider):
             wait = self.interval
             sample = self.sample()
             try:
-                await self.context.transport.publish(EVENTS_EXCHANGE, key, encode(sample))
+                await self.context.publish_event(key, encode(sample))
                 self.set_health(True, f"published at {sample.ts:.0f}")
             except TransportError as exc:
                 self.set_health(False, f"publish failed: {exc}")

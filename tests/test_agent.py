@@ -208,3 +208,26 @@ def test_cli_agent_without_node_says_what_is_missing() -> None:
     )
     assert result.returncode == 1
     assert "--node NAME" in result.stderr
+
+
+async def test_several_agents_in_one_process_each_measure_cpu(
+    transport: Transport, unique: str
+) -> None:
+    agents = [
+        Agent(f"m{i}-{unique}", transport, {"resources": {"interval": 0.3}}) for i in range(3)
+    ]
+    burn = asyncio.get_running_loop().run_in_executor(None, sum, range(60_000_000))
+    async with transport.subscribe(["resource.*"]) as feed:
+        tasks = [asyncio.create_task(agent.run()) for agent in agents]
+        try:
+            seen: dict[str, float] = {}
+            while len(seen) < len(agents):
+                sample = decode((await asyncio.wait_for(anext(feed), WAIT)).body, ResourceSample)
+                if sample.node.endswith(unique):
+                    seen[sample.node] = sample.cpu_percent
+        finally:
+            for agent in agents:
+                agent.stop()
+            await asyncio.gather(*tasks)
+    await burn
+    assert all(value > 0.0 for value in seen.values()), seen

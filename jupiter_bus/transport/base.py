@@ -207,6 +207,16 @@ class Subscription(abc.ABC):
     @abc.abstractmethod
     async def __anext__(self) -> Envelope: ...
 
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """The name of the subscription's private queue.
+
+        Others can send to it directly through the default exchange (``""``, routing
+        key: this name): a late joiner gives it as ``reply_to`` of a snapshot request,
+        so the answers arrive in the same feed as live events.
+        """
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Declare and bind the subscription's queue and start consuming."""

@@ -279,6 +279,11 @@ class MemorySubscription(Subscription):
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
+    @property
+    def name(self) -> str:
+        """The private queue's name (``memory.sub.<hex>``), fixed from creation."""
+        return self._name
+
     async def start(self) -> None:
         if self._queue is not None:
             return
