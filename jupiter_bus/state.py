@@ -1046,13 +1046,14 @@ class NetworkData:
             wanted.mask[np.ix_(known, known)] = True
             wanted.unknown.update((x, None) for x in listed if x not in index)
             wanted.absent += len(listed) * (len(listed) - 1) - len(known) * (len(known) - 1)
-            absent_pairs = (
-                f"{src}->{dst}"
-                for src in listed
-                for dst in listed
-                if src != dst and (src in wanted.unknown or dst in wanted.unknown)
-            )
-            wanted.absent_examples += itertools.islice(absent_pairs, limit)
+            if wanted.unknown:  # all known: nothing absent, and no N^2 walk to find that
+                absent_pairs = (
+                    f"{src}->{dst}"
+                    for src in listed
+                    for dst in listed
+                    if src != dst and (src in wanted.unknown or dst in wanted.unknown)
+                )
+                wanted.absent_examples += itertools.islice(absent_pairs, limit)
         for src, dst in dict.fromkeys(links or ()):
             i, j = index.get(src), index.get(dst)
             if i is not None and j is not None:
