@@ -9,9 +9,10 @@ wrong and this module guards against:
   stalled transfer does not bend the curve), and weighted by 1/cost, so every size is
   predicted with a similar *relative* error (a 1 KB and a 10 MB transfer both matter);
   ``r2`` is measured on that same relative scale;
-- parameters that predict a negative or decreasing cost inside the probed range are
-  never returned: the fit falls back to non-negative coefficients (``linear`` when
-  ``a`` is 0, else ``constrained``);
+- parameters that predict a negative or decreasing cost anywhere from size 0 to the
+  largest probed size are never returned (schedulers evaluate the model at any size):
+  the fit first pins a negative intercept at 0, then falls back to non-negative
+  coefficients (``constrained``; ``linear`` when ``a`` is 0);
 - failed transfers never become samples (callers add successful ones only) and old
   samples leave the window (:class:`LinkModel`).
 
@@ -132,7 +133,14 @@ def fit(size_kbit: npt.ArrayLike, cost_ms: npt.ArrayLike) -> Fit | None:
     (qa, qb, qc), _ = _weighted_lstsq(design, y, weights)
     a, b, c = qa / scale**2, qb / scale, qc
     model: Model = "quadratic"
-    if not _valid(a, b, c, lo, hi):
+    # Valid from size 0, not just over the probed range: schedulers evaluate the model
+    # at any size, and a 1 KB file must never come out with a negative cost.
+    if not _valid(a, b, c, 0.0, hi) and c < 0:
+        # Most often only the intercept came out negative: pin it at zero first.
+        (qa, qb), _ = _weighted_lstsq(design[:, :2], y, weights)
+        a, b, c = qa / scale**2, qb / scale, 0.0
+        model = "constrained"
+    if not _valid(a, b, c, 0.0, hi):
         qa, qb, qc = _nonnegative(design, y, weights)
         a, b, c = qa / scale**2, qb / scale, qc
         model = "linear" if a == 0.0 else "constrained"
