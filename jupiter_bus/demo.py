@@ -24,6 +24,7 @@ from .topology import (
     network_key,
 )
 from .transport import Envelope, Subscription, Transport, connect
+from .transport.base import safe_url
 
 NODE = "demo-node1"
 
@@ -93,7 +94,7 @@ async def _show_bad_input(bus: Transport, dead: Subscription) -> None:
 
 async def demo(url: str) -> int:
     """Run the demo against the bus at ``url``; return the exit status."""
-    print(f"jupiter-bus demo on {url.split('@')[-1]}")
+    print(f"jupiter-bus demo on {safe_url(url)}")
     bus = await connect(url, connection_name="jupiter-bus demo")
     with tempfile.TemporaryDirectory(prefix="jupiter-demo-") as tmp:
         folder = Path(tmp)

@@ -40,7 +40,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Final, Generic, Self, TypeVar
-from urllib.parse import urlsplit
 
 from . import sealing
 from .agent import SNAPSHOT_REQUEST_KEY, SnapshotRequest
@@ -75,6 +74,7 @@ from .topology import (
     work_queue,
 )
 from .transport import Consumer, Delivery, Subscription, Transport, connect
+from .transport.base import safe_url
 
 __all__ = [
     "AuthError",
@@ -327,14 +327,6 @@ class Watch(Generic[T]):
 # -- the facade -----------------------------------------------------------------------------
 
 
-def _safe_url(url: str) -> str:
-    """``url`` without its credentials (for logs and repr)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def _listing(examples: Iterable[str], total: int) -> str:
     shown = list(examples)
     more = total - len(shown)
@@ -412,7 +404,7 @@ class JupiterInterface:
         self._failure: InterfaceClosed | None = None
 
     def __repr__(self) -> str:
-        where = _safe_url(self._url or str(getattr(self._transport, "url", "?")))
+        where = safe_url(self._url or str(getattr(self._transport, "url", "?")))
         return f"<JupiterInterface {where} node={self._node!r} {self._state}>"
 
     # -- properties ------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from .base import (
     Transport,
     await_reply,
     check_prefetch,
+    safe_url,
 )
 
 log = logging.getLogger(__name__)
@@ -97,13 +98,6 @@ def _is_stale(message: AbstractIncomingMessage) -> bool:
         return message.channel.is_closed
     except aio_pika.exceptions.ChannelInvalidStateError:
         return True
-
-
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
 
 
 class AmqpDelivery(Delivery):
@@ -297,7 +291,7 @@ class AmqpTransport(Transport):
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("amqp", "amqps"):
-            raise InvalidURL(f"not an AMQP URL: {_safe_url(url)}")
+            raise InvalidURL(f"not an AMQP URL: {safe_url(url)}")
         self.url = url
         self.connection_name = connection_name or f"jupiter-bus pid {os.getpid()}"
         self.publish_timeout = publish_timeout
@@ -314,7 +308,7 @@ class AmqpTransport(Transport):
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"AmqpTransport({_safe_url(self.url)!r})"
+        return f"AmqpTransport({safe_url(self.url)!r})"
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -334,7 +328,7 @@ class AmqpTransport(Transport):
             )
         except (OSError, aiormq.exceptions.AMQPError) as exc:
             raise TransportError(
-                f"cannot connect to {_safe_url(self.url)}: {type(exc).__name__}. "
+                f"cannot connect to {safe_url(self.url)}: {type(exc).__name__}. "
                 "Is RabbitMQ running and are the credentials right?"
             ) from None
         self._connection = connection
@@ -364,7 +358,7 @@ class AmqpTransport(Transport):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise TransportError(f"transport {_safe_url(self.url)} is closed")
+            raise TransportError(f"transport {safe_url(self.url)} is closed")
 
     async def close(self) -> None:
         if self._closed:

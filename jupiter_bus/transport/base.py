@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from ..errors import RequestTimeout, TransportError
 from ..topology import (
@@ -463,6 +464,20 @@ def topic_matches(pattern: str, routing_key: str) -> bool:
         True
     """
     return _topic_regex(pattern).fullmatch("." + routing_key) is not None
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its credentials, for logs, errors and ``repr``.
+
+    Example::
+
+        >>> safe_url("amqp://guest:secret@10.0.0.1:5672/prod")
+        'amqp://10.0.0.1:5672/prod'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def check_prefetch(prefetch: int) -> int:
