@@ -400,6 +400,8 @@ class JupiterInterface:
         self._network_watches: weakref.WeakSet[Watch[LinkCost]] = weakref.WeakSet()
         self._resource_watches: weakref.WeakSet[Watch[ResourceSample]] = weakref.WeakSet()
         self._transfer_watches: weakref.WeakSet[Watch[TransferResult]] = weakref.WeakSet()
+        self._forget_reconnect: Callable[[], None] = lambda: None
+        self._resnapshot: asyncio.Task[None] | None = None
         self._state = "new"  # new -> open -> closed
         self._failure: InterfaceClosed | None = None
 
@@ -465,6 +467,9 @@ class JupiterInterface:
             )
             if self._snapshot_on_enter:
                 await self.request_snapshot()
+                # What was published while a lost connection was down never reaches
+                # us: ask again each time it comes back.
+                self._forget_reconnect = self._transport.on_reconnect(self._snapshot_soon)
             if self._explicit_queue:
                 await self._ensure_completions()
         except BaseException:
@@ -491,9 +496,25 @@ class JupiterInterface:
             return
         await self._shutdown()
 
+    def _snapshot_soon(self) -> None:
+        """After a reconnect: ask for a snapshot (one request at a time, owned by us)."""
+        if self._state != "open" or (self._resnapshot is not None and not self._resnapshot.done()):
+            return
+
+        async def ask() -> None:
+            try:
+                await self.request_snapshot()
+            except Exception as exc:  # the next reconnect asks again
+                log.warning("facade %s: snapshot after reconnect failed: %s", self._client_id, exc)
+
+        self._resnapshot = asyncio.create_task(
+            ask(), name=f"jupiter-bus resnapshot {self._client_id}"
+        )
+
     async def _shutdown(self) -> None:
         self._state = "closed"
-        tasks = [t for t in (self._pump_task, self._collector) if t is not None]
+        self._forget_reconnect()
+        tasks = [t for t in (self._pump_task, self._collector, self._resnapshot) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

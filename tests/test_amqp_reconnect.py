@@ -14,11 +14,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from jupiter_bus.topology import EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
+from jupiter_bus.agent import Agent
+from jupiter_bus.facade import JupiterInterface
+from jupiter_bus.messages import ResourceSample, encode
+from jupiter_bus.topology import EVENTS_EXCHANGE, TRANSFERS_EXCHANGE, resource_key
 from jupiter_bus.transport import Transport, connect
 from jupiter_bus.transport.amqp import AmqpTransport
 
-from .conftest import AMQP_URL
+from .conftest import AMQP_URL, eventually
 from .proxy import TcpProxy
 
 pytestmark = pytest.mark.amqp
@@ -209,3 +212,41 @@ async def test_request_works_again_after_reconnect(
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
         await observer.delete_queue(queue)
+
+
+async def test_facade_asks_for_a_snapshot_again_after_reconnecting(
+    proxy: TcpProxy, observer: Transport, unique: str
+) -> None:
+    node = f"sn-{unique}"
+    agent = Agent(node, observer, {})
+    running = asyncio.create_task(agent.run())
+    await asyncio.wait_for(agent.started(), WAIT)
+    assert agent.context is not None
+
+    def sample(cpu: float) -> bytes:
+        return encode(
+            ResourceSample(
+                node=node,
+                cpu_percent=cpu,
+                cpu_count=1,
+                memory_percent=1.0,
+                memory_total_bytes=1,
+                memory_available_bytes=1,
+            )
+        )
+
+    await agent.context.publish_event(resource_key(node), sample(11.0))
+    transport = AmqpTransport(_via_proxy(proxy.port), reconnect_interval=0.2)
+    await transport.connect()
+    try:
+        async with JupiterInterface(transport) as facade:
+            data = await facade.get_resource_data(nodes=[node], timeout=WAIT)
+            assert data[node].cpu_percent == 11.0
+            proxy.cut()
+            # published while the facade is cut off: its subscription never sees it
+            await agent.context.publish_event(resource_key(node), sample(77.0))
+            await eventually(lambda: facade.resources.snapshot()[node].cpu_percent == 77.0, WAIT)
+    finally:
+        await transport.close()
+        agent.stop()
+        await asyncio.wait_for(running, WAIT)

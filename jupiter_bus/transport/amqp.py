@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -335,6 +335,17 @@ class AmqpTransport(Transport):
         self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         self._admin = await connection.channel(publisher_confirms=False)
         await self._declare_topology(self._admin)
+
+    def on_reconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        def fire(*_: object, **__: object) -> None:
+            try:
+                callback()
+            except Exception:
+                log.exception("reconnect callback failed")
+
+        callbacks = self.connection.reconnect_callbacks
+        callbacks.add(fire)
+        return lambda: callbacks.discard(fire)
 
     async def _declare_topology(self, channel: AbstractRobustChannel) -> None:
         await channel.declare_exchange(EVENTS_EXCHANGE, ExchangeType.TOPIC, durable=True)

@@ -32,7 +32,7 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -289,6 +289,15 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def connect(self) -> None:
         """Connect and declare the contract's exchanges and dead-letter queue."""
+
+    def on_reconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` each time a lost connection is back (subscriptions restored).
+
+        Returns a function that removes it. Events published while the connection was
+        down are not replayed: this is the moment to ask for a snapshot. The in-memory
+        bus never loses its connection, so by default nothing is ever called.
+        """
+        return lambda: None
 
     @abc.abstractmethod
     async def close(self) -> None:
