@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from jupiter_bus.agent import Agent
@@ -228,16 +229,15 @@ async def test_a_malformed_event_is_dead_lettered_and_the_feed_goes_on(
     assert data[a].cpu_percent == 3.0
 
 
-async def test_reading_state_from_memory_takes_microseconds(unique: str) -> None:
+async def test_reading_state_copies_nothing_while_nothing_changes(unique: str) -> None:
+    # its speed (microseconds) is measured by bench/facade.py, not here
     async with JupiterInterface(f"memory://fast-{unique}") as bus:
         for i in range(100):
             bus.network.apply(cost(f"n{i}", f"n{(i + 1) % 100}"))
-        await bus.get_network_data()
-        start = time.perf_counter()
-        for _ in range(1000):
-            await bus.get_network_data()
-        per_call = (time.perf_counter() - start) / 1000
-        assert per_call < 200e-6, f"{per_call * 1e6:.1f} us per get_network_data()"
+        first = await bus.get_network_data()
+        second = await bus.get_network_data()
+        assert first.version == second.version
+        assert np.shares_memory(first.params, second.params)
 
 
 # -- transfers --------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import asyncio
 import gc
 import math
 import time
-import timeit
 
 import numpy as np
 import pytest
@@ -342,7 +341,8 @@ def test_abc_text_matches_repr_at_every_magnitude() -> None:
     assert format_abc(rows) == [" ".join(repr(v) for v in row) for row in rows.tolist()]
 
 
-def test_jupiter_formats_for_100_nodes_take_under_10_ms() -> None:
+def test_jupiter_formats_cover_every_link_of_100_nodes() -> None:
+    # their speed (< 10 ms at 100 nodes) is measured by bench/facade.py, not here
     state = NetworkState()
     names = [f"node{i}" for i in range(100)]
     rng = np.random.default_rng(3)
@@ -355,13 +355,8 @@ def test_jupiter_formats_for_100_nodes_take_under_10_ms() -> None:
     data = state.snapshot()
     ips = {name: f"10.0.{i // 256}.{i % 256}" for i, name in enumerate(names)}
     assert len(data.heft_rows(ips=ips)) == 9900
-    # timeit's way: best of several runs with the garbage collector paused
-    heft = min(timeit.repeat(lambda: data.heft_rows(ips=ips), number=1, repeat=7))
-    tgff = min(timeit.repeat(data.tgff_quadratic, number=1, repeat=7))
-    wave = min(timeit.repeat(lambda: data.wave("node0", ips), number=1, repeat=7))
-    assert heft < 0.010, f"HEFT rows took {heft * 1000:.1f} ms"
-    assert tgff < 0.010, f"TGFF section took {tgff * 1000:.1f} ms"
-    assert wave < 0.010, f"WAVE view took {wave * 1000:.1f} ms"
+    assert data.tgff_quadratic().count("\n") == 9900 + 3
+    assert len(data.wave("node0", ips)) == 99
 
 
 # -- resources --------------------------------------------------------------------------
