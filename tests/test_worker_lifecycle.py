@@ -104,6 +104,28 @@ def remote_folder(ssh_server: SshServer, unique: str) -> Path:
     return folder
 
 
+async def send_big_job_and_wait_until_halfway(
+    observer: Transport, ssh_server: SshServer, slow_link: TcpProxy, tmp_path: Path, unique: str
+) -> tuple[Path, Path, Path]:
+    """Publish a transfer of SIZE bytes over the slow link; return once its temp file shows.
+
+    Returns (source, remote folder, destination).
+    """
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(SIZE))
+    folder = remote_folder(ssh_server, unique)
+    destination = folder / "big.bin"
+    await wait_for_queue(observer, work_queue(f"lc-{unique}"))
+    body = request_body(
+        ssh_server, source, str(destination), port=slow_link.port, idempotency_key=unique
+    )
+    await observer.publish(
+        TRANSFERS_EXCHANGE, f"lc-{unique}", body, persistent=True, mandatory=True
+    )
+    await eventually(lambda: any(".jbpart-" in p.name for p in folder.iterdir()), 20)
+    return source, folder, destination
+
+
 async def test_worker_killed_mid_transfer_job_is_redone_and_no_partial_file_shows(
     ssh_server: SshServer,
     slow_link: TcpProxy,
@@ -113,18 +135,11 @@ async def test_worker_killed_mid_transfer_job_is_redone_and_no_partial_file_show
     unique: str,
 ) -> None:
     node = f"lc-{unique}"
-    source = tmp_path / "big.bin"
-    source.write_bytes(os.urandom(SIZE))
-    folder = remote_folder(ssh_server, unique)
-    destination = folder / "big.bin"
     first = await start_agent()
-    await wait_for_queue(observer, work_queue(node))
     async with observer.subscribe([transfer_done_key(node)]) as done:
-        body = request_body(
-            ssh_server, source, str(destination), port=slow_link.port, idempotency_key=unique
+        source, folder, destination = await send_big_job_and_wait_until_halfway(
+            observer, ssh_server, slow_link, tmp_path, unique
         )
-        await observer.publish(TRANSFERS_EXCHANGE, node, body, persistent=True, mandatory=True)
-        await eventually(lambda: any(".jbpart-" in p.name for p in folder.iterdir()), 20)
         first.kill()  # SIGKILL: no chance to clean up
         await first.wait()
         assert not destination.exists()  # a partial file never has the final name
@@ -144,16 +159,11 @@ async def test_sigterm_lets_the_running_transfer_finish(
     unique: str,
 ) -> None:
     node = f"lc-{unique}"
-    source = tmp_path / "big.bin"
-    source.write_bytes(os.urandom(SIZE))
-    folder = remote_folder(ssh_server, unique)
-    destination = folder / "big.bin"
     agent = await start_agent()
-    await wait_for_queue(observer, work_queue(node))
     async with observer.subscribe([transfer_done_key(node)]) as done:
-        body = request_body(ssh_server, source, str(destination), port=slow_link.port)
-        await observer.publish(TRANSFERS_EXCHANGE, node, body, persistent=True, mandatory=True)
-        await eventually(lambda: any(".jbpart-" in p.name for p in folder.iterdir()), 20)
+        source, _, destination = await send_big_job_and_wait_until_halfway(
+            observer, ssh_server, slow_link, tmp_path, unique
+        )
         agent.send_signal(signal.SIGTERM)
         result = decode((await asyncio.wait_for(anext(done), 60)).body, TransferResult)
         assert await asyncio.wait_for(agent.wait(), 30) == 0
