@@ -52,9 +52,11 @@ class SnapshotRequest:
 
     Published on ``jupiter.events`` as ``snapshot.request`` with AMQP ``reply_to`` (the
     queue the answers go to) and, optionally, ``correlation_id`` (default: the body's
-    ``id``); the body is ``{"v": 1, "type": "snapshot.request", "id", "ts"}``. Every agent
-    answers by sending each remembered body (``resource``, ``network.cost``...)
-    unchanged to ``reply_to`` through the default exchange, with that correlation id.
+    ``id``); the body is ``{"v": 1, "type": "snapshot.request", "id", "ts"}`` and, from a
+    reader of batches, ``"batch": true``. Every agent answers by sending each remembered
+    body (``resource``, ``network.cost``...) unchanged to ``reply_to`` through the
+    default exchange, with that correlation id; with ``batch``, its links travel as one
+    binary ``network.batch`` instead of one message per link.
 
     Example::
 
@@ -69,18 +71,23 @@ class SnapshotRequest:
     ts: float
     reply_to: str
     correlation_id: str
+    batch: bool = False
+    """Whether the asker reads ``network.batch`` (links in one message per node)."""
 
     @staticmethod
-    def body(request_id: str | None = None, ts: float | None = None) -> bytes:
+    def body(
+        request_id: str | None = None, ts: float | None = None, *, batch: bool = False
+    ) -> bytes:
         """The JSON body of a new request (a fresh uuid4 ``id``; ``ts`` now)."""
-        return orjson.dumps(
-            {
-                "v": 1,
-                "type": SNAPSHOT_REQUEST_TYPE,
-                "id": request_id or str(uuid.uuid4()),
-                "ts": time.time() if ts is None else ts,
-            }
-        )
+        obj: dict[str, Any] = {
+            "v": 1,
+            "type": SNAPSHOT_REQUEST_TYPE,
+            "id": request_id or str(uuid.uuid4()),
+            "ts": time.time() if ts is None else ts,
+        }
+        if batch:
+            obj["batch"] = True
+        return orjson.dumps(obj)
 
     @classmethod
     def from_envelope(cls, envelope: Envelope) -> Self:
@@ -111,6 +118,11 @@ class SnapshotRequest:
             or not (math.isfinite(ts) and ts >= 0)
         ):
             raise MessageError(f"must be epoch seconds >= 0, got {ts!r:.40}", field="ts")
+        batch = obj.get("batch", False)
+        if batch is None:
+            batch = False
+        if type(batch) is not bool:
+            raise MessageError(f"must be true or false, got {batch!r:.40}", field="batch")
         if not envelope.reply_to:
             raise MessageError(
                 "the AMQP property reply_to is missing: there is nowhere to send the snapshot",
@@ -121,6 +133,7 @@ class SnapshotRequest:
             ts=float(ts),
             reply_to=envelope.reply_to,
             correlation_id=envelope.correlation_id or request_id,
+            batch=batch,
         )
 
 
@@ -262,7 +275,7 @@ class Agent:
     async def _answer(
         self, transport: Transport, context: NodeContext, request: SnapshotRequest
     ) -> None:
-        bodies = list(context.last_events().values())
+        bodies = context.snapshot_bodies(batch=request.batch)
         # Concurrent publishes: on AMQP their confirms are pipelined, not awaited in turn.
         outcomes = await asyncio.gather(
             *(
@@ -271,8 +284,9 @@ class Agent:
                     request.reply_to,
                     body,
                     correlation_id=request.correlation_id,
+                    content_type=content_type,
                 )
-                for body in bodies
+                for body, content_type in bodies
             ),
             return_exceptions=True,
         )

@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Final, Generic, Self, TypeVar
 
 from . import sealing
 from .agent import SNAPSHOT_REQUEST_KEY, SnapshotRequest
+from .batch import LinkBatch
 from .errors import JupiterBusError, MessageError, RequestTimeout, TransportError, Unroutable
 from .messages import (
     ErrorKind,
@@ -54,7 +55,7 @@ from .messages import (
     decode,
     encode,
 )
-from .receive import decode_delivery, decoded_events
+from .receive import decode_delivery, decoded_events_and_batches
 from .state import (
     Coverage,
     NetworkData,
@@ -63,8 +64,6 @@ from .state import (
     ResourceState,
     StaleState,
     StateUnavailable,
-    UnknownLink,
-    UnknownNode,
 )
 from .topology import (
     DEFAULT_EXCHANGE,
@@ -93,7 +92,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EVENT_PATTERNS: Final = ("resource.*", "network.*.*", "transfer.done.*")
+EVENT_PATTERNS: Final = ("resource.*", "network.*.*", "network-batch.*", "transfer.done.*")
 """What the facade follows on ``jupiter.events``."""
 COMPLETION_PREFIX: Final = "jupiter.completions."
 _YIELD_EVERY: Final = 256  # events handled before the pump lets other tasks run
@@ -593,7 +592,7 @@ class JupiterInterface:
         await transport.publish(
             EVENTS_EXCHANGE,
             SNAPSHOT_REQUEST_KEY,
-            SnapshotRequest.body(request_id),
+            SnapshotRequest.body(request_id, batch=True),
             reply_to=subscription.name,
             correlation_id=request_id,
             message_id=request_id,
@@ -605,16 +604,12 @@ class JupiterInterface:
         """Whether the state holds a value for ``message``'s node or link at least as new
         (producer's ``ts``): a snapshot answer must not undo a live update."""
         if isinstance(message, LinkCost):
-            # The snapshot is dropped before the next apply, so it costs no copy.
-            data = self._network.snapshot()
-            try:
-                return data.link(message.src, message.dst).ts >= message.ts
-            except (UnknownNode, UnknownLink):
-                return False
-        if isinstance(message, ResourceSample):
-            held = self._resources.snapshot().get(message.node)
-            return held is not None and held.ts >= message.ts
-        return False
+            held = self._network.held_ts(message.src, message.dst)
+        elif isinstance(message, ResourceSample):
+            held = self._resources.held_ts(message.node)
+        else:
+            return False
+        return held is not None and held >= message.ts
 
     async def _pump(self, subscription: Subscription) -> None:
         """Feed events into the states, the watches and the transfer waiters.
@@ -626,11 +621,27 @@ class JupiterInterface:
         network, resources = self._network, self._resources
         handled = 0
         try:
-            async for envelope, message in decoded_events(self._transport, subscription):
+            async for envelope, message in decoded_events_and_batches(
+                self._transport, subscription
+            ):
                 handled += 1
                 if handled % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a burst must not starve the callers' tasks
-                if envelope.exchange == DEFAULT_EXCHANGE and self._holds_newer(message):
+                answer = envelope.exchange == DEFAULT_EXCHANGE
+                if isinstance(message, LinkBatch):
+                    watched = (
+                        [c for c in message.costs() if not (answer and self._holds_newer(c))]
+                        if self._network_watches
+                        else ()
+                    )
+                    # An answer's link older than a live update already applied is skipped.
+                    network.apply_batch(message, time.monotonic(), newer_only=answer)
+                    for cost in watched:
+                        for network_watch in self._network_watches:
+                            network_watch.offer(cost)
+                    await asyncio.sleep(0)  # a batch is worth many events
+                    continue
+                if answer and self._holds_newer(message):
                     continue  # a snapshot answer older than a live update already applied
                 if isinstance(message, LinkCost):
                     network.apply(message, time.monotonic())

@@ -30,13 +30,16 @@ import contextlib
 import importlib.metadata
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .errors import ConfigError
-from .topology import EVENTS_EXCHANGE
+from .batch import BATCH_CONTENT_TYPE, LinkBatch
+from .errors import ConfigError, MessageError
+from .messages import LinkCost, decode, encode
+from .topology import EVENTS_EXCHANGE, network_batch_key, network_key
 from .transport import Transport
+from .transport.base import JSON_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,11 @@ class NodeContext:
     ``host`` and ``ssh_port`` say where other nodes reach this node (published with
     resource events so schedulers can map names to addresses).
 
-    Providers publish their events with :meth:`publish_event`, which also keeps the
-    latest body of each routing key: the agent answers ``snapshot.request`` with
-    those, so a scheduler that starts late has the whole picture at once instead of
-    waiting for the next publication.
+    Providers publish their events with :meth:`publish_event` (one body per routing
+    key) or, for many links at once, :meth:`publish_links` (one ``network.batch``).
+    Both keep the latest value of each key: the agent answers ``snapshot.request``
+    with those, so a scheduler that starts late has the whole picture at once instead
+    of waiting for the next publication.
 
     Example::
 
@@ -113,6 +117,8 @@ class NodeContext:
     ssh_port: int | None = None
     samples: SampleFeed = field(default_factory=SampleFeed)
     _last: dict[str, bytes] = field(default_factory=dict, repr=False, init=False)
+    _links: dict[str, LinkCost] = field(default_factory=dict, repr=False, init=False)
+    _batch: bytes | None = field(default=None, repr=False, init=False)
 
     def owns_key(self, routing_key: str) -> bool:
         """Whether ``routing_key`` is one of this node's: its second word is the node.
@@ -138,16 +144,78 @@ class NodeContext:
                 f"node {self.node} cannot publish {routing_key!r} as its own event: "
                 f"its keys are '<kind>.{self.node}' or '<kind>.{self.node}.<peer>'"
             )
-        self._last[routing_key] = bytes(body)
+        body = bytes(body)
+        self._last[routing_key] = body
+        if routing_key.startswith("network."):
+            # Kept decoded too, so a snapshot can answer with one batch of all links.
+            self._batch = None
+            try:
+                self._links[routing_key] = decode(body, LinkCost)
+            except MessageError:
+                self._links.pop(routing_key, None)  # answered as the body it is
         await self.transport.publish(EVENTS_EXCHANGE, routing_key, body)
+
+    async def publish_links(self, costs: Sequence[LinkCost]) -> None:
+        """Publish several of this node's link costs as one ``network.batch``.
+
+        The batch goes to ``network-batch.<node>`` (binary encoding); subscribers of
+        ``network.*.*`` do not see it, the facade does. Each link is remembered as
+        its key's latest, as with :meth:`publish_event`.
+
+        Example::
+
+            await context.publish_links([cost_to_n2, cost_to_n3])
+        """
+        foreign = [c for c in costs if c.src != self.node]
+        if foreign:
+            raise ProviderError(
+                f"node {self.node} cannot publish links of {foreign[0].src!r} as its own"
+            )
+        if not costs:
+            return
+        for cost in costs:
+            key = network_key(cost.src, cost.dst)
+            self._links[key] = cost
+            self._last.pop(key, None)  # encoded when a per-link answer needs it
+        self._batch = None
+        batch = LinkBatch.from_costs(costs)
+        await self.transport.publish(
+            EVENTS_EXCHANGE,
+            network_batch_key(self.node),
+            batch.to_binary(),
+            content_type=BATCH_CONTENT_TYPE,
+        )
 
     def forget_event(self, routing_key: str) -> bool:
         """Stop offering ``routing_key`` to late joiners (e.g. a peer that left)."""
-        return self._last.pop(routing_key, None) is not None
+        had_link = self._links.pop(routing_key, None) is not None
+        if had_link:
+            self._batch = None
+        return (self._last.pop(routing_key, None) is not None) or had_link
 
     def last_events(self) -> dict[str, bytes]:
-        """The latest body of each key published with :meth:`publish_event` (a copy)."""
+        """The latest body of each key this node published (a copy; links as JSON)."""
+        for key, cost in self._links.items():
+            if key not in self._last:
+                self._last[key] = encode(cost)
         return dict(self._last)
+
+    def snapshot_bodies(self, *, batch: bool) -> list[tuple[bytes, str]]:
+        """``(body, content_type)`` of everything a snapshot answer carries.
+
+        With ``batch``, the links travel as one binary ``network.batch`` (cached until a
+        link changes) and every other key as its JSON body; without, one body per key.
+        """
+        if not batch or not self._links:
+            return [(body, JSON_CONTENT_TYPE) for body in self.last_events().values()]
+        if self._batch is None:
+            self._batch = LinkBatch.from_costs(list(self._links.values())).to_binary()
+        bodies = [(self._batch, BATCH_CONTENT_TYPE)]
+        links = self._links
+        bodies.extend(
+            (body, JSON_CONTENT_TYPE) for key, body in self._last.items() if key not in links
+        )
+        return bodies
 
 
 @dataclass(frozen=True, slots=True)

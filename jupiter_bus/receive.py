@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar, overload
 
+from .batch import BATCH_CONTENT_TYPE, BATCH_MAGIC, LinkBatch, decode_batch, is_batch
 from .errors import MessageError
 from .messages import Message, decode, redact
 from .transport import Delivery, Envelope, Subscription, Transport
@@ -40,6 +41,22 @@ async def decode_delivery(delivery: Delivery, expected: type[Any] | None = None)
         return None
 
 
+def decode_event(envelope: Envelope) -> Message | LinkBatch:
+    """Decode an event: a message of the contract, or a ``network.batch`` (either encoding).
+
+    Raises :class:`~jupiter_bus.errors.MessageError` for anything else.
+    """
+    body = envelope.body
+    if envelope.content_type == BATCH_CONTENT_TYPE or body[:4] == BATCH_MAGIC:
+        return decode_batch(body)
+    try:
+        return decode(body)
+    except MessageError as exc:
+        if exc.field == "type" and is_batch(body):
+            return decode_batch(body)
+        raise
+
+
 async def decoded_events(
     transport: Transport,
     subscription: Subscription,
@@ -56,6 +73,20 @@ async def decoded_events(
     async for envelope in subscription:
         try:
             message = decode(envelope.body, expected)
+        except MessageError as exc:
+            await transport.dead_letter(envelope, str(exc), body=redact(envelope.body))
+            continue
+        yield envelope, message
+
+
+async def decoded_events_and_batches(
+    transport: Transport, subscription: Subscription
+) -> AsyncIterator[tuple[Envelope, Message | LinkBatch]]:
+    """Like :func:`decoded_events`, also yielding ``network.batch`` bodies as
+    :class:`~jupiter_bus.batch.LinkBatch` (:func:`decode_event`)."""
+    async for envelope in subscription:
+        try:
+            message = decode_event(envelope)
         except MessageError as exc:
             await transport.dead_letter(envelope, str(exc), body=redact(envelope.body))
             continue

@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from .batch import LinkBatch
 from .errors import JupiterBusError
 from .messages import LinkCost, ResourceSample
 from .topology import check_node
@@ -552,39 +553,71 @@ class NetworkState:
         batch = costs if isinstance(costs, list | tuple) else list(costs)
         if not batch:
             return 0
-        index, join = self._index, self._join
-        rows: list[int] = []
-        cols: list[int] = []
-        for cost in batch:
-            i = index.get(cost.src)
-            rows.append(join(cost.src) if i is None else i)
-            j = index.get(cost.dst)
-            cols.append(join(cost.dst) if j is None else j)
+        self.apply_batch(LinkBatch.from_costs(batch), received_at)
+        return len(batch)
+
+    def apply_batch(
+        self, batch: LinkBatch, received_at: float | None = None, *, newer_only: bool = False
+    ) -> int:
+        """Apply a :class:`~jupiter_bus.batch.LinkBatch` column-wise, as one version change.
+
+        Later entries for a link win. With ``newer_only``, a link whose held value is at
+        least as new (producer's ``link_ts``) keeps it: a snapshot answer must not undo a
+        live update. Returns the number of links stored.
+        """
+        if not len(batch):
+            return 0
+        index, join, known = self._index, self._join, len(self._names)
+        where = np.fromiter(
+            (i if (i := index.get(name)) is not None else join(name) for name in batch.nodes),
+            dtype=np.intp,
+            count=len(batch.nodes),
+        )
+        flat = where[batch.src] * self._cap + where[batch.dst]
+        keep: npt.NDArray[np.intp] | slice = slice(None)
+        if len(flat) > 1:
+            # Keep the last update of each link (numpy leaves repeated assignment unordered).
+            _, first_from_end = np.unique(flat[::-1], return_index=True)
+            if len(first_from_end) != len(flat):
+                keep = np.sort(len(flat) - 1 - first_from_end)
+                flat = flat[keep]
+        t = self._t
+        if newer_only:
+            held = t.valid.reshape(-1)[flat] & (t.ts.reshape(-1)[flat] >= batch.link_ts[keep])
+            if held.any():
+                wanted = np.flatnonzero(~held)
+                keep = wanted if isinstance(keep, slice) else keep[wanted]
+                flat = flat[wanted]
+            if not len(flat):
+                if len(self._names) != known:
+                    self._signal.bump()  # the nodes joined all the same
+                return 0
         if self._shared:
             self._unshare()
-        values = np.array(
-            [(c.a, c.b, c.c, c.ts, c.r2, c.min_kbit, c.max_kbit) for c in batch],
-            dtype=np.float64,
-        )
-        counts = np.fromiter((c.samples for c in batch), dtype=np.int64, count=len(batch))
-        flat = np.array(rows, dtype=np.intp) * self._cap + np.array(cols, dtype=np.intp)
-        # Keep the last update of each link (numpy leaves repeated assignment unordered).
-        _, first_from_end = np.unique(flat[::-1], return_index=True)
-        keep = len(flat) - 1 - first_from_end
-        flat, values, counts = flat[keep], values[keep], counts[keep]
-        t = self._t
-        t.params.reshape(-1, 3)[flat] = values[:, :3]
+            t = self._t
+        params = t.params.reshape(-1, 3)
+        params[flat, 0] = batch.a[keep]
+        params[flat, 1] = batch.b[keep]
+        params[flat, 2] = batch.c[keep]
         t.received_at.reshape(-1)[flat] = time.monotonic() if received_at is None else received_at
-        t.ts.reshape(-1)[flat] = values[:, 3]
-        t.samples.reshape(-1)[flat] = np.minimum(counts, _INT32_MAX)
-        t.r2.reshape(-1)[flat] = np.clip(values[:, 4], -_FLOAT32_MAX, _FLOAT32_MAX)
-        t.min_kbit.reshape(-1)[flat] = np.clip(values[:, 5], 0.0, _FLOAT32_MAX)
-        t.max_kbit.reshape(-1)[flat] = np.clip(values[:, 6], 0.0, _FLOAT32_MAX)
+        t.ts.reshape(-1)[flat] = batch.link_ts[keep]
+        t.samples.reshape(-1)[flat] = np.minimum(batch.samples[keep], _INT32_MAX)
+        t.r2.reshape(-1)[flat] = batch.r2[keep]
+        t.min_kbit.reshape(-1)[flat] = batch.min_kbit[keep]
+        t.max_kbit.reshape(-1)[flat] = batch.max_kbit[keep]
         valid = t.valid.reshape(-1)
         self._links += int(len(flat) - np.count_nonzero(valid[flat]))
         valid[flat] = True
         self._signal.bump()
-        return len(batch)
+        return len(flat)
+
+    def held_ts(self, src: str, dst: str) -> float | None:
+        """The producer's ``ts`` of the value held for ``src -> dst`` (``None``: none held)."""
+        i, j = self._index.get(src), self._index.get(dst)
+        if i is None or j is None:
+            return None
+        f = i * self._cap + j
+        return float(self._views[2][f]) if self._views[7][f] else None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -1209,6 +1242,11 @@ class ResourceState:
         del self._entries[name]
         self._signal.bump()
         return True
+
+    def held_ts(self, node: str) -> float | None:
+        """The producer's ``ts`` of the sample held for ``node`` (``None``: none held)."""
+        entry = self._entries.get(node)
+        return None if entry is None else entry[0].ts
 
     def snapshot(self, *, max_age: float | None = None, now: float | None = None) -> ResourceData:
         """The current version as an immutable :class:`ResourceData`."""

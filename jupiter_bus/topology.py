@@ -60,6 +60,11 @@ def network_key(src: str, dst: str) -> str:
     )
 
 
+def network_batch_key(node: str) -> str:
+    """Routing key of the ``network.batch`` events a node publishes (its own links)."""
+    return f"network-batch.{check_node(node)}"
+
+
 def transfer_done_key(node: str) -> str:
     """Routing key of the results of transfers executed by ``node``."""
     return f"transfer.done.{check_node(node)}"
