@@ -279,9 +279,10 @@ def live_comm_tables(
     """Each edge's ``(N, N)`` comm time from live costs: one vectorised ``cost_ms`` call."""
     names = np.array(nodes)
     sizes = np.array(list(data_kbit.values()), dtype=np.float64)
-    # (N, 1) sources x (1, N) destinations x (E, 1, 1) sizes -> (E, N, N); self-links: nan.
-    cost = np.array(network.cost_ms(names[:, None], names[None, :], sizes[:, None, None]))
-    cost[:, np.arange(len(nodes)), np.arange(len(nodes))] = 0.0
+    # (N, 1) sources x (1, N) destinations x (E, 1, 1) sizes -> (E, N, N); same node: 0.
+    cost = np.array(
+        network.cost_ms(names[:, None], names[None, :], sizes[:, None, None], same_node=0.0)
+    )
     return {edge: cost[k] for k, edge in enumerate(data_kbit)}
 
 
@@ -364,7 +365,7 @@ async def move_output(
     destination = workdir / dst / "in" / f"{edge[0]}.out"
     await asyncio.to_thread(write_payload, source, size_bytes)
     engine: TransferEngine | None = args.engine or ("local" if in_process(args) else None)
-    predicted = network.cost_ms(src, dst, size_kbit) if src != dst else 0.0
+    predicted = network.cost_ms(src, dst, size_kbit, same_node=0.0)
     try:
         result = await bus.data_transfer(
             hosts.get(dst, dst),

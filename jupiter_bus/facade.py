@@ -960,6 +960,54 @@ class JupiterInterface:
             ) from None
         return _checked(result, pword)
 
+    async def transfer_to(
+        self,
+        node: str,
+        user: str,
+        pword: str | None,
+        source: str,
+        destination: str,
+        *,
+        via: str | None = None,
+        engine: TransferEngine | None = None,
+        timeout: float = 60.0,
+        idempotency_key: str | None = None,
+        create_dirs: bool = False,
+    ) -> TransferResult:
+        """:meth:`data_transfer` to a node by name: its host and SSH port come from its
+        resource events (``host``, ``ssh_port``; port 22 when it gave none).
+
+        Waits (within ``timeout``, which also bounds the transfer) for the node's first
+        resource sample; a node that announced no host raises :class:`StateUnavailable`
+        naming it. Errors of the transfer itself are those of :meth:`data_transfer`.
+
+        Example::
+
+            await bus.transfer_to("node2", "jupiter", None, "/out/a.bin", "/in/a.bin")
+        """
+        started = time.monotonic()
+        resources = await self.get_resource_data(nodes=[node], timeout=timeout)
+        host = resources.host(node)
+        if host is None:
+            raise StateUnavailable(
+                f"node {node!r} announced no host in its resource events (its agent needs "
+                "a host: 'jupiter-bus agent --host ...'); pass the address to data_transfer",
+                missing=[node],
+            )
+        return await self.data_transfer(
+            host,
+            user,
+            pword,
+            source,
+            destination,
+            via=via,
+            port=resources.ssh_port(node) or 22,
+            engine=engine,
+            timeout=max(0.001, timeout - (time.monotonic() - started)),
+            idempotency_key=idempotency_key,
+            create_dirs=create_dirs,
+        )
+
     def _no_worker(self, node: str, job_id: str) -> Unreachable:
         return Unreachable(
             f"node {node!r} runs no transfer worker: nothing consumes {work_queue(node)} "

@@ -931,7 +931,7 @@ class NetworkData:
 
     @overload
     def cost_ms(  # type: ignore[overload-overlap]
-        self, src: NodeRef, dst: NodeRef, size_kbit: float
+        self, src: NodeRef, dst: NodeRef, size_kbit: float, *, same_node: float | None = None
     ) -> float: ...
     @overload
     def cost_ms(
@@ -939,17 +939,23 @@ class NetworkData:
         src: NodeRef | NodeArray,
         dst: NodeRef | NodeArray,
         size_kbit: float | npt.ArrayLike,
+        *,
+        same_node: float | None = None,
     ) -> npt.NDArray[np.float64]: ...
     def cost_ms(
         self,
         src: NodeRef | NodeArray,
         dst: NodeRef | NodeArray,
         size_kbit: float | npt.ArrayLike,
+        *,
+        same_node: float | None = None,
     ) -> float | npt.NDArray[np.float64]:
         """Predicted time in ms to send ``size_kbit`` Kbit over ``src -> dst``.
 
         Vectorised with numpy broadcasting over sources, destinations (names or indices)
-        and sizes; a link without a cost gives ``nan``. Scalars in, a float out.
+        and sizes; a link without a cost gives ``nan``. Scalars in, a float out. With
+        ``same_node`` (e.g. ``0.0``, as Jupiter's HEFT counts data that stays on a
+        node), that value stands wherever ``src`` and ``dst`` are the same node.
 
         Example::
 
@@ -957,6 +963,7 @@ class NetworkData:
             data.cost_ms("n1", "n2", sizes)                   # one per size
             data.cost_ms(["n1", "n1"], ["n2", "n3"], 8000.0)  # one per link
             data.cost_ms(0, np.arange(len(data)), sizes[:, None])  # sizes x dests
+            data.cost_ms(names[:, None], names, 8000.0, same_node=0.0)  # N x N, 0 diagonal
         """
         i, j = self._resolve(src), self._resolve(dst)
         t = self._t
@@ -966,6 +973,8 @@ class NetworkData:
         valid = t.valid[i, j]
         if not np.all(valid):
             cost = np.where(valid, cost, np.nan)
+        if same_node is not None:
+            cost = np.where(np.equal(i, j), same_node, cost)
         if np.ndim(cost) == 0:
             return float(cost)
         return np.asarray(cost, dtype=np.float64)

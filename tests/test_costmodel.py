@@ -13,7 +13,8 @@ SIZES_KBIT = np.array([8.0, 80.0, 800.0, 8_000.0, 80_000.0])
 
 
 def curve(a: float, b: float, c: float, x: np.ndarray) -> np.ndarray:
-    return (a * x + b) * x + c
+    result: np.ndarray = (a * x + b) * x + c
+    return result
 
 
 def test_kbit_is_jupiters_unit() -> None:

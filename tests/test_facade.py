@@ -35,7 +35,9 @@ from jupiter_bus.messages import (
     Message,
     ResourceSample,
     TransferError,
+    TransferRequest,
     TransferResult,
+    decode,
     encode,
 )
 from jupiter_bus.state import NetworkData, StaleState, StateUnavailable
@@ -59,7 +61,9 @@ def cost(src: str, dst: str, c: float = 40.0, b: float = 0.002) -> LinkCost:
     )
 
 
-def sample(node: str, cpu: float = 12.5, host: str | None = None) -> ResourceSample:
+def sample(
+    node: str, cpu: float = 12.5, host: str | None = None, ssh_port: int | None = None
+) -> ResourceSample:
     return ResourceSample(
         node=node,
         cpu_percent=cpu,
@@ -68,6 +72,7 @@ def sample(node: str, cpu: float = 12.5, host: str | None = None) -> ResourceSam
         memory_total_bytes=8_000_000_000,
         memory_available_bytes=5_600_000_000,
         host=host,
+        ssh_port=ssh_port,
     )
 
 
@@ -375,6 +380,49 @@ async def test_transfer_to_a_node_without_worker_is_unreachable_at_once(
         assert f"jupiter.transfer.{ghost}" in str(caught.value)
         with pytest.raises(Unreachable):
             await bus.submit_transfer("127.0.0.1", "u", None, "/a", "/b")
+
+
+async def test_transfer_to_a_node_takes_its_address_from_its_resource_events(
+    transport: Transport, bus_url: str, unique: str
+) -> None:
+    """The request carries the host and SSH port the destination announced."""
+    worker, dest, mute = f"tw-{unique}", f"td-{unique}", f"tm-{unique}"
+    queue = await transport.declare_work_queue(worker)
+    seen: list[TransferRequest] = []
+
+    async def answer_one() -> None:
+        async with transport.consume(queue, prefetch=1) as jobs:
+            delivery = await anext(jobs)
+            request = decode(delivery.envelope.body, TransferRequest)
+            seen.append(request)
+            reply = TransferResult(
+                request_id=request.id, node=worker, ok=True, bytes=3, seconds=0.1, attempts=1
+            )
+            assert delivery.envelope.reply_to is not None
+            await transport.publish(
+                "",
+                delivery.envelope.reply_to,
+                encode(reply),
+                correlation_id=delivery.envelope.correlation_id,
+            )
+            await delivery.ack()
+
+    try:
+        async with JupiterInterface(bus_url, node=worker, snapshot=False) as bus:
+            for node, host in ((dest, "10.1.2.3"), (mute, None)):
+                announced = sample(node, 5.0, host=host, ssh_port=2222 if host else None)
+                await transport.publish(EVENTS_EXCHANGE, resource_key(node), encode(announced))
+            with pytest.raises(StateUnavailable, match=f"{mute}.*announced no host"):
+                await bus.transfer_to(mute, "u", None, "/a", "/b", timeout=WAIT)
+            with pytest.raises(StateUnavailable, match="nobody"):
+                await bus.transfer_to(f"nobody-{unique}", "u", None, "/a", "/b", timeout=0.2)
+            responder = asyncio.create_task(answer_one())
+            result = await bus.transfer_to(dest, "u", "pw", "/a", "/b", timeout=WAIT)
+            await asyncio.wait_for(responder, WAIT)
+    finally:
+        await transport.delete_queue(queue)
+    assert result.ok
+    assert [(r.host, r.port, r.user, r.source) for r in seen] == [("10.1.2.3", 2222, "u", "/a")]
 
 
 async def test_transfer_needs_an_executing_node_and_a_valid_request(bus: JupiterInterface) -> None:

@@ -89,7 +89,7 @@ async def test_decorator_form_replaces_the_placeholder(agent: Agent, tmp_path: P
     result = await asyncio.to_thread(
         transfer_data, "127.0.0.1", "u", "", str(source), str(tmp_path / "b.bin")
     )
-    assert result.ok  # type: ignore[attr-defined]
+    assert result.ok
     assert transfer_data.__doc__ == "Transfer data with given parameters."
 
 

@@ -93,6 +93,17 @@ def test_cost_ms_of_a_link_without_cost_is_nan_and_unknown_nodes_raise(
         data.link("n2", "n3")
 
 
+def test_cost_ms_can_count_data_that_stays_on_a_node_as_free(triangle: NetworkState) -> None:
+    data = triangle.snapshot()
+    names = np.array(data.nodes)
+    grid = data.cost_ms(names[:, None], names, 1000.0, same_node=0.0)
+    assert np.diag(grid).tolist() == [0.0, 0.0, 0.0]
+    assert grid[data.index("n1"), data.index("n2")] == pytest.approx(43.0)
+    assert math.isnan(grid[data.index("n2"), data.index("n3")])  # no cost, other nodes
+    assert data.cost_ms("n2", "n2", 5.0, same_node=1.5) == 1.5
+    assert math.isnan(data.cost_ms("n2", "n2", 5.0))  # without it: no such link
+
+
 def test_links_and_matrices_show_every_field(triangle: NetworkState) -> None:
     triangle.apply(cost("n1", "n2", 0.5, 0.25, 2.0, samples=7, r2=0.5, min_kbit=1.0), 200.0)
     data = triangle.snapshot()

@@ -31,5 +31,5 @@ def test_code_is_ruff_formatted() -> None:
 
 
 def test_mypy_strict_is_clean() -> None:
-    result = run("mypy", "jupiter_bus", "providers", "examples")
+    result = run("mypy", *CHECKED)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -25,8 +26,11 @@ WAIT = 5.0
 
 
 async def next_within(feed: Subscription | Consumer, seconds: float = WAIT) -> Envelope:
-    item = await asyncio.wait_for(anext(feed), seconds)
-    return item.envelope if isinstance(item, Delivery) else item
+    if isinstance(feed, Consumer):
+        delivery: Delivery = await asyncio.wait_for(anext(feed), seconds)
+        return delivery.envelope
+    envelope: Envelope = await asyncio.wait_for(anext(feed), seconds)
+    return envelope
 
 
 async def nothing_within(feed: Subscription | Consumer, seconds: float = 0.3) -> None:
@@ -39,7 +43,7 @@ async def nothing_within(feed: Subscription | Consumer, seconds: float = 0.3) ->
 
 
 @pytest.fixture
-async def work_queue(transport: Transport, unique: str) -> str:
+async def work_queue(transport: Transport, unique: str) -> AsyncIterator[str]:
     """A fresh node's work queue, deleted after the test."""
     name = await transport.declare_work_queue(f"node-{unique}")
     yield name
