@@ -792,8 +792,15 @@ class JupiterInterface:
 
     # -- live feeds ------------------------------------------------------------------------
 
-    def watch_network(self, *, src: str | None = None, dst: str | None = None) -> Watch[LinkCost]:
-        """Live link-cost updates, optionally only from ``src`` and/or to ``dst``.
+    def watch_network(
+        self,
+        *,
+        src: str | Iterable[str] | None = None,
+        dst: str | Iterable[str] | None = None,
+        links: Iterable[tuple[str, str]] | None = None,
+    ) -> Watch[LinkCost]:
+        """Live link-cost updates, optionally only from ``src`` and/or to ``dst`` (a node
+        or several), or only of the ``(src, dst)`` pairs in ``links``.
 
         Coalesced per link while the consumer is behind (see :class:`Watch`).
 
@@ -802,18 +809,25 @@ class JupiterInterface:
             async with bus.watch_network(dst="node2") as updates:
                 async for cost in updates:
                     ...
+            bus.watch_network(links=[("node1", "node2"), ("node2", "node1")])
         """
         self._check_open()
+        sources, destinations = _name_set(src), _name_set(dst)
+        pairs = None if links is None else frozenset(links)
         accept: Callable[[LinkCost], bool] | None = None
-        if src is not None or dst is not None:
+        if sources is not None or destinations is not None or pairs is not None:
 
             def accept(m: LinkCost) -> bool:
-                return (src is None or m.src == src) and (dst is None or m.dst == dst)
+                return (
+                    (sources is None or m.src in sources)
+                    and (destinations is None or m.dst in destinations)
+                    and (pairs is None or (m.src, m.dst) in pairs)
+                )
 
         return Watch(self._network_watches, _link_key, accept)
 
-    def watch_resources(self, *, node: str | None = None) -> Watch[ResourceSample]:
-        """Live resource samples, optionally of one ``node``; coalesced per node.
+    def watch_resources(self, *, node: str | Iterable[str] | None = None) -> Watch[ResourceSample]:
+        """Live resource samples, optionally of one ``node`` or several; coalesced per node.
 
         Example::
 
@@ -821,7 +835,8 @@ class JupiterInterface:
                 print(sample.cpu_percent)
         """
         self._check_open()
-        accept = None if node is None else (lambda m: m.node == node)
+        nodes = _name_set(node)
+        accept = None if nodes is None else (lambda m: m.node in nodes)
         return Watch(self._resource_watches, _node_key, accept)
 
     def watch_transfers(
@@ -1256,6 +1271,13 @@ def _state_error(
         count=coverage.stale,
         data=data,
     )
+
+
+def _name_set(names: str | Iterable[str] | None) -> frozenset[str] | None:
+    """A watch filter's names: one name or several (``None``: no filter)."""
+    if names is None:
+        return None
+    return frozenset((names,) if isinstance(names, str) else names)
 
 
 def _link_key(cost: LinkCost) -> Hashable:

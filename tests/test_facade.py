@@ -542,6 +542,17 @@ async def test_watch_network_filters_and_coalesces_per_link(
         update = await asyncio.wait_for(anext(only), WAIT)
         assert (update.dst, update.c) == (c, 6.0)
         assert only.pending == 0
+    async with (
+        bus.watch_network(links=[(a, b), (c, a)]) as pairs,
+        bus.watch_network(src=[b, c], dst={a}) as into_a,
+    ):
+        await publish(transport, cost(a, c, c=7.0), cost(b, a, c=8.0), cost(c, a, c=9.0))
+        await publish(transport, cost(a, b, c=10.0))
+        got = [await asyncio.wait_for(anext(pairs), WAIT) for _ in range(2)]
+        into = [await asyncio.wait_for(anext(into_a), WAIT) for _ in range(2)]
+        assert pairs.pending == into_a.pending == 0
+    assert [(u.src, u.dst, u.c) for u in got] == [(c, a, 9.0), (a, b, 10.0)]
+    assert [(u.src, u.c) for u in into] == [(b, 8.0), (c, 9.0)]
 
 
 async def test_watch_resources_and_transfers_filter_by_node(
