@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from jupiter_bus.costmodel import Fit, LinkModel, kbit
 from jupiter_bus.errors import JupiterBusError
@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 
 WARM_UP_BYTES = 1000
 """Size of the unrecorded probe that opens a link's SSH connection before a round."""
+
+
+PUBLISH_MODES: Final = ("links", "batch", "both")
+"""``publish`` option: one ``network.cost`` per changed link (``links``, what plain
+subscribers of ``network.*.*`` read), one ``network.batch`` per round on
+``network-batch.<node>`` (``batch``, what the facade reads at scale), or both."""
 
 
 @dataclass(slots=True)
@@ -117,6 +123,7 @@ class NetworkProvider(Provider):
             probe_timeout=60.0,
             engine=None,
             state_dir=None,
+            publish="links",
         )
         sizes = sorted({int(kb) for kb in o["probe_sizes_kb"]})
         if len(sizes) < 3 or sizes[0] <= 0:
@@ -135,6 +142,11 @@ class NetworkProvider(Provider):
         self.peer_ttl = float(o["peer_ttl_seconds"])
         self.probe_timeout = float(o["probe_timeout"])
         self.engine: str | None = o["engine"]
+        if o["publish"] not in PUBLISH_MODES:
+            raise ProviderError(
+                f"network: publish must be one of {', '.join(PUBLISH_MODES)}, got {o['publish']!r}"
+            )
+        self.publish_mode: str = o["publish"]
         self.default_user: str | None = o["default_user"]
         self.local_dir = (
             Path(o["state_dir"]) if o["state_dir"] else default_state_dir(context.node)
@@ -306,11 +318,13 @@ class NetworkProvider(Provider):
     async def publish_changes(self) -> int:
         """Publish each link whose fit changed meaningfully or is due a refresh.
 
-        Through :meth:`NodeContext.publish_event`: the agent hands the latest cost of
-        every link to schedulers that start between two publications.
+        Through the node's last-value record (:meth:`NodeContext.publish_event`, or
+        :meth:`NodeContext.publish_links` for one ``network.batch`` of the round's
+        changes when ``publish`` is ``batch``/``both``): the agent hands the latest cost
+        of every link to schedulers that start between two publications.
         """
         now, wall = time.monotonic(), time.time()
-        published = 0
+        changed: list[LinkCost] = []
         for peer in list(self.peers.values()):
             peer.model.expire(wall)
             fitted = peer.model.fit()
@@ -331,12 +345,15 @@ class NetworkProvider(Provider):
                 max_kbit=fitted.max_kbit,
                 model=fitted.model,
             )
-            await self.context.publish_event(
-                network_key(self.context.node, peer.node), encode(message)
-            )
+            if self.publish_mode != "batch":
+                await self.context.publish_event(
+                    network_key(self.context.node, peer.node), encode(message)
+                )
+            changed.append(message)
             peer.published, peer.published_at = fitted, now
-            published += 1
-        return published
+        if changed and self.publish_mode != "links":
+            await self.context.publish_links(changed)
+        return len(changed)
 
     def budget_report(self) -> dict[str, int]:
         """Probe bytes per link in the last hour."""

@@ -13,10 +13,11 @@ import pytest
 from jupiter_providers.network import NetworkProvider
 
 from jupiter_bus.agent import Agent
+from jupiter_bus.batch import decode_batch
 from jupiter_bus.costmodel import kbit
 from jupiter_bus.messages import LinkCost, ResourceSample, decode, encode
 from jupiter_bus.plugins import NodeContext, TransferSample
-from jupiter_bus.topology import EVENTS_EXCHANGE, network_key, resource_key
+from jupiter_bus.topology import EVENTS_EXCHANGE, network_batch_key, network_key, resource_key
 from jupiter_bus.transport import Transport
 
 from .conftest import eventually
@@ -177,3 +178,37 @@ async def test_peers_are_learned_from_resource_events_and_forgotten(
 def test_fewer_than_three_probe_sizes_is_refused(transport: Transport, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="at least 3 distinct"):
         make_profiler(transport, tmp_path, probe_sizes_kb=[4, 4, 64])
+
+
+@pytest.mark.parametrize(("mode", "per_link", "batches"), [("batch", 0, 1), ("both", 2, 1)])
+async def test_a_round_of_changes_can_go_out_as_one_batch(
+    transport: Transport, tmp_path: Path, unique: str, mode: str, per_link: int, batches: int
+) -> None:
+    me = f"me-{unique}"
+    peers = [{"node": f"p{i}-{unique}", "host": f"127.0.0.{i + 2}", "user": "u"} for i in range(2)]
+    context = NodeContext(me, transport)
+    profiler = NetworkProvider(context, profiler_options(tmp_path, peers=peers, publish=mode))
+    now = time.time()
+    for i, peer in enumerate(profiler.peers.values()):
+        for size in (4_000, 64_000, 1_024_000):
+            peer.model.add(kbit(size), 1.0 + i + size / 1e5, ts=now)
+    async with (
+        transport.subscribe([f"network.{me}.*"]) as links,
+        transport.subscribe([network_batch_key(me)]) as batched,
+    ):
+        assert await profiler.publish_changes() == 2
+        got_batches = [await asyncio.wait_for(anext(batched), WAIT) for _ in range(batches)]
+        got_links = [await asyncio.wait_for(anext(links), WAIT) for _ in range(per_link)]
+        assert await profiler.publish_changes() == 0  # nothing changed: nothing sent
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(batched), 0.2)
+    (batch,) = [decode_batch(e.body) for e in got_batches]
+    assert sorted(c.dst for c in batch.costs()) == sorted(p["node"] for p in peers)
+    assert all(c.src == me for c in batch.costs())
+    assert len(got_links) == per_link
+    assert set(context.last_events()) == {network_key(me, p["node"]) for p in peers}
+
+
+def test_an_unknown_publish_mode_is_refused(transport: Transport, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="publish must be one of links, batch, both"):
+        make_profiler(transport, tmp_path, publish="sometimes")
