@@ -173,16 +173,19 @@ class NodeContext:
             )
         if not costs:
             return
+        keys = set()
         for cost in costs:
             key = network_key(cost.src, cost.dst)
+            keys.add(key)
             self._links[key] = cost
             self._last.pop(key, None)  # encoded when a per-link answer needs it
-        self._batch = None
-        batch = LinkBatch.from_costs(costs)
+        body = LinkBatch.from_costs(costs).to_binary()
+        # When it holds every link the node has, it is also the next snapshot answer.
+        self._batch = body if len(keys) == len(self._links) == len(costs) else None
         await self.transport.publish(
             EVENTS_EXCHANGE,
             network_batch_key(self.node),
-            batch.to_binary(),
+            body,
             content_type=BATCH_CONTENT_TYPE,
         )
 
