@@ -787,8 +787,12 @@ class JupiterInterface:
                 if self._failure is not None:
                     raise self._failure
                 return False, data, coverage
+            version = data.version
+            # Not held while waiting: a live snapshot makes the next update copy the
+            # arrays (60 MB at 1,000 nodes) instead of writing in place.
+            del data
             with contextlib.suppress(TimeoutError):
-                await state.wait_changed(data.version, remaining)
+                await state.wait_changed(version, remaining)
 
     # -- live feeds ------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias, overload
 
@@ -567,12 +568,15 @@ class NetworkState:
         """
         if not len(batch):
             return 0
-        index, join, known = self._index, self._join, len(self._names)
-        where = np.fromiter(
-            (i if (i := index.get(name)) is not None else join(name) for name in batch.nodes),
-            dtype=np.intp,
-            count=len(batch.nodes),
-        )
+        known, names = len(self._names), batch.nodes
+        try:
+            found: Any = itemgetter(*names)(self._index)  # one C call for all names
+            if len(names) == 1:
+                found = (found,)
+        except KeyError:
+            get, join = self._index.get, self._join
+            found = [i if (i := get(name)) is not None else join(name) for name in names]
+        where = np.array(found, dtype=np.intp)
         flat = where[batch.src] * self._cap + where[batch.dst]
         keep: npt.NDArray[np.intp] | slice = slice(None)
         if len(flat) > 1:
@@ -581,9 +585,10 @@ class NetworkState:
             if len(first_from_end) != len(flat):
                 keep = np.sort(len(flat) - 1 - first_from_end)
                 flat = flat[keep]
-        t = self._t
         if newer_only:
-            held = t.valid.reshape(-1)[flat] & (t.ts.reshape(-1)[flat] >= batch.link_ts[keep])
+            held = self._t.valid.reshape(-1)[flat] & (
+                self._t.ts.reshape(-1)[flat] >= batch.link_ts[keep]
+            )
             if held.any():
                 wanted = np.flatnonzero(~held)
                 keep = wanted if isinstance(keep, slice) else keep[wanted]
@@ -593,8 +598,8 @@ class NetworkState:
                     self._signal.bump()  # the nodes joined all the same
                 return 0
         if self._shared:
-            self._unshare()
-            t = self._t
+            self._unshare()  # holding no reference to the tables: they count
+        t = self._t
         params = t.params.reshape(-1, 3)
         params[flat, 0] = batch.a[keep]
         params[flat, 1] = batch.b[keep]
