@@ -609,9 +609,9 @@ async def test_a_slow_transfer_watch_keeps_only_the_newest_results(
     assert got == sent[2:]
 
 
-async def test_watches_end_when_the_interface_closes(bus_url: str) -> None:
+async def test_watches_end_when_the_interface_closes(bus_url: str, unique: str) -> None:
     async with JupiterInterface(bus_url) as bus:
-        updates = bus.watch_network()
+        updates = bus.watch_network(src=f"quiet-{unique}")  # others may share the broker
         reader = started(anext(updates))
         await asyncio.sleep(0.05)
     with pytest.raises(StopAsyncIteration):
