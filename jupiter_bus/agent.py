@@ -118,10 +118,8 @@ class SnapshotRequest:
             or not (math.isfinite(ts) and ts >= 0)
         ):
             raise MessageError(f"must be epoch seconds >= 0, got {ts!r:.40}", field="ts")
-        batch = obj.get("batch", False)
-        if batch is None:
-            batch = False
-        if type(batch) is not bool:
+        batch = obj.get("batch")  # null reads as absent
+        if batch is not None and type(batch) is not bool:
             raise MessageError(f"must be true or false, got {batch!r:.40}", field="batch")
         if not envelope.reply_to:
             raise MessageError(
@@ -133,7 +131,7 @@ class SnapshotRequest:
             ts=float(ts),
             reply_to=envelope.reply_to,
             correlation_id=envelope.correlation_id or request_id,
-            batch=batch,
+            batch=batch is True,
         )
 
 

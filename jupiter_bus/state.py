@@ -622,7 +622,8 @@ class NetworkState:
         if i is None or j is None:
             return None
         f = i * self._cap + j
-        return float(self._views[2][f]) if self._views[7][f] else None
+        _, _, ts, _, _, _, _, valid = self._views
+        return float(ts[f]) if valid[f] else None
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -198,6 +198,7 @@ async def test_a_malformed_snapshot_request_is_dead_lettered_and_the_agent_keeps
         f"{unique}-v": (orjson.dumps(newer), True),
         f"{unique}-type": (b'{"v": 1, "type": "resource", "id": "x", "ts": 1}', True),
         f"{unique}-reply": (SnapshotRequest.body(), False),
+        f"{unique}-batch": (orjson.dumps({**newer, "v": 1, "batch": "yes"}), True),
     }
     async with (
         transport.subscribe(["#"], exchange=DEAD_EXCHANGE) as dead,
@@ -231,6 +232,7 @@ async def test_a_malformed_snapshot_request_is_dead_lettered_and_the_agent_keeps
     assert reasons[f"{unique}-v"].startswith("v: version 2 is newer")
     assert reasons[f"{unique}-type"].startswith("type: expected 'snapshot.request'")
     assert reasons[f"{unique}-reply"].startswith("reply_to: ")
+    assert reasons[f"{unique}-batch"].startswith("batch: must be true or false")
 
 
 async def test_a_snapshot_answer_never_undoes_a_newer_live_update(
