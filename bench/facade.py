@@ -3,13 +3,14 @@
 Run it from the repository root (RabbitMQ is needed for the bus figures; without one
 they are reported as skipped)::
 
-    python bench/facade.py                     # full run: about 8 minutes
+    python bench/facade.py                     # full run: about 11 minutes
     python bench/facade.py --quick             # under 90 s; 1,000 nodes skip RabbitMQ
     python bench/facade.py --nodes 10,100      # other node counts
     python bench/facade.py --url amqp://guest:guest@127.0.0.1:5672/ --rounds 5
 
 Synthetic ``network.cost`` events (one per directed link; 1,000 nodes make 999,000 links)
-feed :class:`~jupiter_bus.state.NetworkState` and :class:`~jupiter_bus.JupiterInterface`.
+and ``network.batch`` bodies (one per source node: its N-1 links) feed
+:class:`~jupiter_bus.state.NetworkState` and :class:`~jupiter_bus.JupiterInterface`.
 Figures, each with its aim from DESIGN section 5 and whether it is met:
 
 1. ingest in process: ``NetworkState.apply`` and ``apply_many`` from already decoded
@@ -20,16 +21,20 @@ Figures, each with its aim from DESIGN section 5 and whether it is met:
    transport while this process is held, then the link updates/s reaching the facade's
    state as it drains that backlog, next to a ``transport.subscribe`` feed and raw
    aio-pika (the baseline), both without decoding; the full run extrapolates 1,000 nodes
-   from a 100k-update sample;
+   from a 100k-update sample; 2b. the same with binary ``network.batch`` bodies on
+   ``network-batch.<src>`` (one per source), in link updates/s; 2c. encode and decode
+   of one source's links and of all links: per-link JSON, batch JSON, batch binary;
 3. ``get_network_data()`` latency (data present), plain and with ``nodes=[all]``;
 4. Jupiter's formats: ``heft_rows``, ``tgff_quadratic``, ``wave`` (one source) and
    ``ResourceData.to_jupiter()``;
 5. state memory (``tracemalloc`` while the state fills, and ``NetworkState.nbytes``);
 6. update-to-facade latency on RabbitMQ (publish one ``LinkCost``, time until
    ``watch_network()`` yields it), next to raw aio-pika publish -> consume;
-7. late joiner: how long a ``JupiterInterface`` opened after the updates were published
-   takes to hold them all (agents answer ``snapshot.request``); reported "not available"
-   when the facade does not fetch a snapshot yet.
+7. late joiner: one agent per node publishes its links with
+   ``NodeContext.publish_links`` (one batch each); a ``JupiterInterface`` opened
+   afterwards is timed until ``get_network_data(nodes=[all])`` returns (agents answer
+   its ``snapshot.request`` with one batch each), with where the time goes; reported
+   "not available" when the facade does not fetch a snapshot.
 
 Rates and ratios are medians over ``--rounds`` rounds; node names carry the run id, so
 other users of the same broker do not disturb the figures (see bench/README.md).
@@ -40,6 +45,7 @@ from __future__ import annotations
 import abc
 import argparse
 import asyncio
+import contextlib
 import gc
 import importlib.metadata
 import inspect
@@ -56,6 +62,7 @@ import tracemalloc
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Final
 
 import aio_pika
@@ -63,10 +70,11 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from jupiter_bus import JupiterInterface, StateUnavailable
-from jupiter_bus.agent import Agent
+from jupiter_bus.agent import SNAPSHOT_REQUEST_KEY, Agent, SnapshotRequest
+from jupiter_bus.batch import BATCH_CONTENT_TYPE, LinkBatch, decode_batch
 from jupiter_bus.messages import LinkCost, ResourceSample, decode, encode
 from jupiter_bus.state import NetworkState
-from jupiter_bus.topology import EVENTS_EXCHANGE, network_key, resource_key
+from jupiter_bus.topology import EVENTS_EXCHANGE, network_batch_key, network_key, resource_key
 from jupiter_bus.transport import Subscription, Transport, connect
 from jupiter_bus.transport.base import DEFAULT_MAX_BACKLOG
 
@@ -74,6 +82,7 @@ DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 SCRIPT: Final = os.path.abspath(__file__)
 JSON: Final = "application/json"
 NETWORK_PATTERN: Final = "network.*.*"
+BATCH_PATTERN: Final = "network-batch.*"
 # The facade's AMQP subscription consumes with prefetch 512 and acks every 128
 # deliveries (jupiter_bus.transport.amqp); the raw baseline uses the same settings.
 SUBSCRIPTION_PREFETCH: Final = 512
@@ -112,11 +121,15 @@ class Settings:
     amqp_max: int
     amqp_rounds: int
     amqp_max_nodes: int  # larger node counts skip RabbitMQ ingest
+    batch_links_min: int  # links per batch-ingest sample: every source once, or more
     latency_samples: int
     read_budget_s: float  # time spent repeating one read
     format_budget_s: float  # ... one conversion to Jupiter's formats
+    codec_budget_s: float  # ... one encoding or decoding of one source's links
+    codec_rounds: int  # encodings and decodings of every link
     late_join_max_nodes: int  # on the memory bus
     late_join_amqp_max_nodes: int
+    late_join_scale_rounds: int  # rounds from SCALE_NODES nodes up
 
     def inproc_count(self, links: int) -> int:
         return min(self.inproc_max, max(self.inproc_min, links))
@@ -126,6 +139,13 @@ class Settings:
 
     def amqp_count(self, links: int) -> int:
         return min(self.amqp_max, max(self.amqp_min, links))
+
+    def batch_count(self, n: int) -> int:
+        """Batch messages per sample: one per source, cycling until ``batch_links_min``."""
+        return max(n, -(-self.batch_links_min // (n - 1)))
+
+    def late_join_rounds(self, n: int) -> int:
+        return self.late_join_scale_rounds if n >= SCALE_NODES else self.rounds
 
 
 def settings_for(url: str, quick: bool, nodes: tuple[int, ...], rounds: int | None) -> Settings:
@@ -143,11 +163,15 @@ def settings_for(url: str, quick: bool, nodes: tuple[int, ...], rounds: int | No
             amqp_max=4_000,
             amqp_rounds=2,
             amqp_max_nodes=100,
+            batch_links_min=10_000,
             latency_samples=200,
             read_budget_s=0.3,
             format_budget_s=0.3,
-            late_join_max_nodes=100,
-            late_join_amqp_max_nodes=10,
+            codec_budget_s=0.1,
+            codec_rounds=1,
+            late_join_max_nodes=1_000,
+            late_join_amqp_max_nodes=100,
+            late_join_scale_rounds=1,
         )
     return Settings(
         url,
@@ -162,11 +186,15 @@ def settings_for(url: str, quick: bool, nodes: tuple[int, ...], rounds: int | No
         amqp_max=100_000,
         amqp_rounds=2,
         amqp_max_nodes=1_000,
+        batch_links_min=100_000,
         latency_samples=1_000,
         read_budget_s=1.0,
         format_budget_s=4.0,
-        late_join_max_nodes=100,
-        late_join_amqp_max_nodes=100,
+        codec_budget_s=1.0,
+        codec_rounds=rounds or 3,
+        late_join_max_nodes=1_000,
+        late_join_amqp_max_nodes=1_000,
+        late_join_scale_rounds=rounds or 3,
     )
 
 
@@ -182,8 +210,13 @@ class Topology:
     label: str = ""  # tells apart topologies of one run
 
     @property
+    def prefix(self) -> str:
+        """What every node name starts with."""
+        return f"b{self.run_id}{self.label}n"
+
+    @property
     def names(self) -> list[str]:
-        return [f"b{self.run_id}{self.label}n{i:04d}" for i in range(self.n)]
+        return [f"{self.prefix}{i:04d}" for i in range(self.n)]
 
     @property
     def links(self) -> int:
@@ -237,8 +270,9 @@ _set: Final = object.__setattr__
 def fabricated_row(topology: Topology, i: int, names: Sequence[str]) -> list[LinkCost]:
     """Source ``i``'s links as :class:`LinkCost` objects built without re-validation.
 
-    Only for untimed fills (memory, reads, formats): ten times faster than the
-    validating constructor, and equal to what ``decode`` returns (checked at start-up).
+    Only for untimed fills (memory, reads, formats, the agents' links): ten times faster
+    than the validating constructor, and equal to what ``decode`` returns (checked at
+    start-up).
     """
     row = []
     ts = time.time()
@@ -264,18 +298,42 @@ def fabricated_row(topology: Topology, i: int, names: Sequence[str]) -> list[Lin
     return row
 
 
+def fabricated_rows(topology: Topology) -> list[list[LinkCost]]:
+    """Every source's row (:func:`fabricated_row`), source by source."""
+    names = topology.names
+    return [fabricated_row(topology, i, names) for i in range(topology.n)]
+
+
+def batch_bodies(topology: Topology, count: int) -> list[tuple[str, bytes]]:
+    """``count`` binary ``network.batch`` bodies (routing key, body): source ``i`` carries
+    its N-1 links on ``network-batch.<src>``, cycling over the sources."""
+    names = topology.names
+    rows = min(count, topology.n)
+    bodies = [
+        (
+            network_batch_key(names[i]),
+            LinkBatch.from_costs(fabricated_row(topology, i, names)).to_binary(),
+        )
+        for i in range(rows)
+    ]
+    return [bodies[k % rows] for k in range(count)]
+
+
 def check_synthetic(run_id: str) -> None:
     """The synthetic bodies are the codec's own encoding; fabricated rows equal decoded ones."""
     topology = Topology(run_id, 3)
     names = topology.names
-    for (_, body), made in zip(
-        keyed_bodies(topology, 0, 2), fabricated_row(topology, 0, names), strict=True
-    ):
+    row = fabricated_row(topology, 0, names)
+    for (_, body), made in zip(keyed_bodies(topology, 0, 2), row, strict=True):
         cost = decode(body, LinkCost)
         if encode(cost) != body:
             raise AssertionError("synthetic body differs from encode(decode(body))")
         if decode(encode(made), LinkCost) != made:
             raise AssertionError("a fabricated LinkCost does not survive encode/decode")
+    (_, body), *_ = batch_bodies(topology, 1)
+    again = [(c.src, c.dst, c.a, c.b, c.c) for c in decode_batch(body).costs()]
+    if again != [(c.src, c.dst, c.a, c.b, c.c) for c in row]:
+        raise AssertionError("a fabricated row does not survive a binary network.batch")
 
 
 # -- small helpers ----------------------------------------------------------------------
@@ -292,6 +350,22 @@ def live_only(url: str, **options: Any) -> JupiterInterface:
     if "snapshot" in inspect.signature(JupiterInterface).parameters:
         options["snapshot"] = False
     return JupiterInterface(url, **options)
+
+
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """Leave the objects alive now out of garbage collection while the block runs.
+
+    The bench holds up to 999,000 fabricated :class:`LinkCost` objects (the agents'
+    links; in a deployment they live on the nodes): each full collection would walk
+    them all, a cost of the bench, not of what is measured.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 async def until_version(state: NetworkState, target: int, timeout: float) -> None:
@@ -501,20 +575,24 @@ async def measure_reads_and_formats(
             results.add(f"format.{key}", n, statistics.median(samples) * 1e3)
 
 
-async def measure_full_state(settings: Settings, topology: Topology, results: Results) -> None:
-    names = topology.names
-    rows = [fabricated_row(topology, i, names) for i in range(topology.n)]
+async def measure_full_state(
+    settings: Settings, topology: Topology, rows: Sequence[list[LinkCost]], results: Results
+) -> None:
     measure_state_memory(rows, topology.n, results)
     await measure_reads_and_formats(settings, topology, rows, results)
-    del rows
-    gc.collect()
 
 
 # -- 2. ingest through RabbitMQ: a publisher process and three consumers ------------------
 
 
+def topology_command(cmd: str, topology: Topology, **more: Any) -> dict[str, Any]:
+    return {"cmd": cmd, "run_id": topology.run_id, "label": topology.label, "n": topology.n,
+            **more}  # fmt: skip
+
+
 class PublisherProcess:
-    """This script run as ``--publisher-child``: publishes prepared updates on command.
+    """This script run as ``--publisher-child``: publishes prepared updates on command,
+    and runs the late-joiner section's agents.
 
     Its methods block on purpose: while :meth:`publish` waits for the child, this
     process's event loop is held, so no consumer here reads until the backlog is
@@ -543,20 +621,25 @@ class PublisherProcess:
             raise RuntimeError(f"publisher process: {answer['error']}")
         return answer
 
-    def prepare(self, topology: Topology, count: int) -> None:
-        """Have the child encode ``count`` updates of ``topology`` (untimed)."""
-        self._ask({"cmd": "prepare", "run_id": topology.run_id, "label": topology.label,
-                   "n": topology.n, "count": count})  # fmt: skip
+    def prepare(self, feed: Feed, topology: Topology, count: int) -> None:
+        """Have the child encode ``count`` messages of ``feed`` for ``topology`` (untimed)."""
+        self._ask(topology_command("prepare", topology, kind=feed.kind, count=count))
 
-    def publish(self, count: int) -> float:
-        """Publish the first ``count`` prepared updates, holding this process meanwhile;
+    def publish(self, feed: Feed, count: int) -> float:
+        """Publish the first ``count`` prepared messages, holding this process meanwhile;
         the child's seconds."""
-        return float(self._ask({"cmd": "go", "count": count, "window": PUBLISH_WINDOW})["seconds"])
+        command = {"cmd": "go", "kind": feed.kind, "count": count, "window": PUBLISH_WINDOW}
+        return float(self._ask(command)["seconds"])
 
-    def start_agents(self, topology: Topology) -> None:
-        """One agent per node of ``topology`` in the child, each remembering its links."""
-        self._ask({"cmd": "agents", "run_id": topology.run_id, "label": topology.label,
-                   "n": topology.n})  # fmt: skip
+    def start_agents(self, topology: Topology) -> dict[str, float]:
+        """One agent per node of ``topology`` in the child, each publishing its links as one
+        batch; the child's seconds to build the links, start the agents and publish."""
+        answer = self._ask(topology_command("agents", topology))
+        return {key: float(value) for key, value in answer.items()}
+
+    def touch_links(self) -> float:
+        """Every agent publishes its first link again: its next answer is built anew."""
+        return float(self._ask({"cmd": "touch"})["seconds"])
 
     def stop_agents(self) -> None:
         self._ask({"cmd": "stop-agents"})
@@ -566,20 +649,60 @@ class PublisherProcess:
         if process.stdin is not None:
             process.stdin.close()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
 
 
+@dataclass(slots=True)
+class PublisherChild:
+    """The child side of :class:`PublisherProcess`: one JSON command in, one answer out."""
+
+    transport: Transport
+    prepared: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
+    agents: Agents | None = None
+
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        topology = Topology(
+            command.get("run_id", ""), command.get("n", 2), command.get("label", "")
+        )
+        cmd, kind = command["cmd"], command.get("kind", "links")
+        if cmd == "prepare":
+            make = batch_bodies if kind == "batches" else partial(keyed_bodies, start=0)
+            self.prepared[kind] = make(topology, count=command["count"])
+            return {"ready": len(self.prepared[kind])}
+        if cmd == "go":
+            part = self.prepared[kind][: command["count"]]
+            content_type = BATCH_CONTENT_TYPE if kind == "batches" else JSON
+            return {"seconds": await publish_all(self.transport, part, command["window"],
+                                                 content_type)}  # fmt: skip
+        if cmd == "agents":
+            self.agents, timings = await Agents.set_up(self.transport, topology)
+            gc.collect()
+            gc.freeze()  # the agents' 999,000 links: no full collection walks them again
+            return timings
+        if cmd == "touch" and self.agents is not None:
+            return {"seconds": await self.agents.publish_links(first=1)}
+        if cmd == "stop-agents" and self.agents is not None:
+            await self.close()
+            gc.unfreeze()
+            return {"stopped": True}
+        return {"error": f"unknown command {cmd!r} (or no agents running)"}
+
+    async def close(self) -> None:
+        agents, self.agents = self.agents, None
+        if agents is not None:
+            await agents.stop()
+
+
 async def publisher_child(url: str) -> None:
-    """The child side of :class:`PublisherProcess`: JSON commands in, JSON answers out."""
+    """Read commands from stdin until it closes; answer each on stdout."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     transport = await connect(url, connection_name="bench/facade.py publisher")
-    prepared: list[tuple[str, bytes]] = []
-    agents: Agents | None = None
+    child = PublisherChild(transport)
 
     def answer(obj: dict[str, Any]) -> None:
         sys.stdout.write(orjson.dumps(obj).decode() + "\n")
@@ -587,42 +710,23 @@ async def publisher_child(url: str) -> None:
 
     try:
         while line := await reader.readline():
-            command = orjson.loads(line)
-            topology = Topology(
-                command.get("run_id", ""), command.get("n", 2), command.get("label", "")
-            )
-            if command["cmd"] == "prepare":
-                prepared = keyed_bodies(topology, 0, command["count"])
-                answer({"ready": len(prepared)})
-            elif command["cmd"] == "go":
-                part = prepared[: command["count"]]
-                answer({"seconds": await publish_all(transport, part, command["window"])})
-            elif command["cmd"] == "agents":
-                agents = Agents(transport)
-                await agents.start(topology.names)
-                await agents.remember_links(topology)
-                answer({"agents": len(agents.agents)})
-            elif command["cmd"] == "stop-agents" and agents is not None:
-                await agents.stop()
-                agents = None
-                answer({"stopped": True})
+            answer(await child.handle(orjson.loads(line)))
     except Exception as exc:
         answer({"error": f"{type(exc).__name__}: {exc}"})
     finally:
-        if agents is not None:
-            await agents.stop()
+        await child.close()
         await transport.close()
 
 
 async def publish_all(
-    transport: Transport, updates: Sequence[tuple[str, bytes]], window: int
+    transport: Transport, updates: Sequence[tuple[str, bytes]], window: int, content_type: str
 ) -> float:
     """Publish every update with ``window`` confirms outstanding; seconds taken."""
     pending = iter(updates)
 
     async def worker() -> None:
         for key, body in pending:
-            await transport.publish(EVENTS_EXCHANGE, key, body)
+            await transport.publish(EVENTS_EXCHANGE, key, body, content_type=content_type)
 
     started = time.perf_counter()
     async with asyncio.TaskGroup() as tasks:
@@ -631,15 +735,34 @@ async def publish_all(
     return time.perf_counter() - started
 
 
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """What the child publishes for one ingest figure, and how results are keyed."""
+
+    prefix: str  # of the result keys
+    kind: str  # the child's prepared messages: "links" or "batches"
+    pattern: str  # what the raw and transport consumers bind
+    links_per_message: int
+
+
+def link_feed() -> Feed:
+    return Feed("amqp", "links", NETWORK_PATTERN, 1)
+
+
+def batch_feed(n: int) -> Feed:
+    return Feed("amqpb", "batches", BATCH_PATTERN, n - 1)
+
+
 class Sink(abc.ABC):
-    """A consumer of ``network.*.*`` that counts what reached it."""
+    """A consumer of one topic pattern that counts what reached it."""
 
     label: ClassVar[str]
     key: ClassVar[str]
 
-    def __init__(self, url: str, run_id: str) -> None:
+    def __init__(self, url: str, run_id: str, pattern: str) -> None:
         self.url = url
         self.run_id = run_id
+        self.pattern = pattern
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -650,7 +773,7 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     def expect(self, count: int) -> None:
-        """Start counting: :meth:`arrived` waits for ``count`` more updates."""
+        """Start counting: :meth:`arrived` waits for ``count`` more messages."""
 
     @abc.abstractmethod
     async def arrived(self, timeout: float) -> None: ...
@@ -659,8 +782,8 @@ class Sink(abc.ABC):
 class CountingSink(Sink):
     """A sink that counts deliveries itself and sets an event at the target."""
 
-    def __init__(self, url: str, run_id: str) -> None:
-        super().__init__(url, run_id)
+    def __init__(self, url: str, run_id: str, pattern: str) -> None:
+        super().__init__(url, run_id, pattern)
         self._seen = 0
         self._target = 0
         self._done = asyncio.Event()
@@ -699,7 +822,7 @@ class RawSink(CountingSink):
             auto_delete=True,
             arguments={"x-max-length": DEFAULT_MAX_BACKLOG},
         )
-        await queue.bind(EVENTS_EXCHANGE, NETWORK_PATTERN)
+        await queue.bind(EVENTS_EXCHANGE, self.pattern)
         await queue.consume(self._on_message)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -712,14 +835,14 @@ class RawSink(CountingSink):
 
 
 class TransportSink(CountingSink):
-    """``transport.subscribe(["network.*.*"])``: the facade's feed without decode or state."""
+    """``transport.subscribe([pattern])``: the facade's feed without decode or state."""
 
     label = "transport.subscribe"
     key = "sub"
 
     async def open(self) -> None:
         self._transport = await connect(self.url, connection_name="bench/facade.py subscribe")
-        self._feed: Subscription = self._transport.subscribe([NETWORK_PATTERN])
+        self._feed: Subscription = self._transport.subscribe([self.pattern])
         await self._feed.start()
         self._task = asyncio.create_task(self._drain())
 
@@ -734,7 +857,8 @@ class TransportSink(CountingSink):
 
 
 class FacadeSink(Sink):
-    """``JupiterInterface``: updates counted when applied to its network state."""
+    """``JupiterInterface``: messages counted when applied to its network state (a batch
+    is one change of the state's version, a ``network.cost`` one too)."""
 
     label = "JupiterInterface"
     key = "facade"
@@ -758,36 +882,131 @@ SINKS: Final[tuple[type[Sink], ...]] = (RawSink, TransportSink, FacadeSink)
 
 
 async def amqp_sample(
-    sink: Sink, publisher: PublisherProcess, count: int, n: int, results: Results
+    sink: Sink, publisher: PublisherProcess, feed: Feed, count: int, n: int, results: Results
 ) -> None:
     """One contender, one sample: subscribe, fill its backlog, time draining it."""
     await sink.open()
     try:
         sink.expect(count)
         gc.collect()
-        publish_s = publisher.publish(count)  # blocks: nothing here consumes meanwhile
+        publish_s = publisher.publish(feed, count)  # blocks: nothing here consumes meanwhile
         wall, cpu = time.perf_counter(), time.process_time()
         await sink.arrived(WAIT_S)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
         await sink.close()
-    results.add(f"amqp.{sink.key}", n, count / wall)
-    results.add(f"amqp.{sink.key}.cpu", n, cpu / count * 1e6)
-    results.add("amqp.pub", n, count / publish_s)
+    links = count * feed.links_per_message
+    results.add(f"{feed.prefix}.{sink.key}", n, links / wall)
+    results.add(f"{feed.prefix}.{sink.key}.cpu", n, cpu / count * 1e6)
+    results.add(f"{feed.prefix}.pub", n, links / publish_s)
+
+
+async def amqp_rounds(
+    settings: Settings,
+    topology: Topology,
+    publisher: PublisherProcess,
+    feed: Feed,
+    count: int,
+    results: Results,
+) -> None:
+    """Prepare ``count`` messages, warm up, then each contender per round, rotated."""
+    n = topology.n
+    publisher.prepare(feed, topology, count)
+    sinks = [kind(settings.url, topology.run_id, feed.pattern) for kind in SINKS]
+    warm_up = min(count, max(10, 1_000 // feed.links_per_message))
+    await amqp_sample(sinks[-1], publisher, feed, warm_up, n, Results())
+    for number in range(settings.amqp_rounds):
+        turn = number % len(sinks)
+        for sink in sinks[turn:] + sinks[:turn]:
+            await amqp_sample(sink, publisher, feed, count, n, results)
 
 
 async def measure_amqp_ingest(
     settings: Settings, topology: Topology, publisher: PublisherProcess, results: Results
 ) -> None:
-    n = topology.n
+    """Per-link JSON events, then binary batches (one per source) of the same topology."""
     count = settings.amqp_count(topology.links)
-    publisher.prepare(topology, count)
-    sinks = [kind(settings.url, topology.run_id) for kind in SINKS]
-    await amqp_sample(sinks[-1], publisher, min(count, 1_000), n, Results())  # warm-up
-    for number in range(settings.amqp_rounds):
-        turn = number % len(sinks)
-        for sink in sinks[turn:] + sinks[:turn]:
-            await amqp_sample(sink, publisher, count, n, results)
+    await amqp_rounds(settings, topology, publisher, link_feed(), count, results)
+    count = settings.batch_count(topology.n)
+    await amqp_rounds(settings, topology, publisher, batch_feed(topology.n), count, results)
+
+
+# -- 2c. encodings of network.batch (on the links of figures 3-5) ---------------------
+
+CODECS: Final = ("links", "json", "binary")  # per-link network.cost JSON, batch JSON, binary
+
+
+def codec_one_source(settings: Settings, row: list[LinkCost], results: Results, n: int) -> None:
+    """ms per encode / decode / decode+apply of one source's N-1 links, each encoding."""
+    batch = LinkBatch.from_costs(row)
+    bodies = {"links": [encode(c) for c in row], "json": [batch.to_json()],
+              "binary": [batch.to_binary()]}  # fmt: skip
+    links_state, batch_state = NetworkState(), NetworkState()
+
+    def decode_apply_links() -> None:
+        apply = links_state.apply
+        for body in bodies["links"]:
+            message = decode(body)
+            if isinstance(message, LinkCost):  # as the facade's pump does
+                apply(message)
+
+    work: dict[str, dict[str, Callable[[], object]]] = {
+        "links": {
+            "encode": lambda: [encode(c) for c in row],
+            "decode": lambda: [decode(b) for b in bodies["links"]],
+            "apply": decode_apply_links,
+        },
+        "json": {
+            "encode": batch.to_json,
+            "decode": lambda: decode_batch(bodies["json"][0]),
+            "apply": lambda: batch_state.apply_batch(decode_batch(bodies["json"][0])),
+        },
+        "binary": {
+            "encode": batch.to_binary,
+            "decode": lambda: decode_batch(bodies["binary"][0]),
+            "apply": lambda: batch_state.apply_batch(decode_batch(bodies["binary"][0])),
+        },
+    }
+    timed: list[tuple[str, str, Callable[[], object]]] = [
+        ("columns", "build", lambda: LinkBatch.from_costs(row))
+    ]
+    timed += [(codec, op, call) for codec, ops in work.items() for op, call in ops.items()]
+    for codec, op, call in timed:
+        samples = repeat_timed(call, settings.codec_budget_s, most=2_000)
+        results.add(f"codec.{codec}.{op}.one", n, statistics.median(samples) * 1e3)
+    for codec, parts in bodies.items():
+        results.add(f"codec.{codec}.bytes", n, sum(map(len, parts)) / len(row))
+
+
+def codec_all_links(rows: Sequence[list[LinkCost]], results: Results, n: int) -> None:
+    """Seconds to build, encode, decode and decode+apply every source's batch (N batches)."""
+    gc.collect()
+    started = time.perf_counter()
+    batches = [LinkBatch.from_costs(row) for row in rows]
+    results.add("codec.columns.build.all", n, time.perf_counter() - started)
+    for codec in ("json", "binary"):
+        convert = LinkBatch.to_json if codec == "json" else LinkBatch.to_binary
+        started = time.perf_counter()
+        bodies = [convert(batch) for batch in batches]
+        results.add(f"codec.{codec}.encode.all", n, time.perf_counter() - started)
+        started = time.perf_counter()
+        for body in bodies:
+            decode_batch(body)
+        results.add(f"codec.{codec}.decode.all", n, time.perf_counter() - started)
+        state = NetworkState()  # fresh: it grows to N nodes, as a late joiner's does
+        started = time.perf_counter()
+        for body in bodies:
+            state.apply_batch(decode_batch(body))
+        results.add(f"codec.{codec}.apply.all", n, time.perf_counter() - started)
+        del bodies
+
+
+def measure_codec(
+    settings: Settings, topology: Topology, rows: Sequence[list[LinkCost]], results: Results
+) -> None:
+    codec_one_source(settings, rows[0], results, topology.n)
+    for _ in range(settings.codec_rounds):
+        codec_all_links(rows, results, topology.n)
 
 
 # -- 6. update-to-facade latency on RabbitMQ ---------------------------------------------
@@ -936,27 +1155,59 @@ async def measure_latency(settings: Settings, run_id: str, results: Results) -> 
 
 @dataclass(slots=True)
 class Agents:
-    """One agent per node (no providers) on a shared transport, answering snapshot requests."""
+    """One agent per node (no providers) on a shared transport, answering snapshot
+    requests; agent ``i`` owns ``rows[i]``, its outgoing links."""
 
     transport: Transport
+    rows: Sequence[list[LinkCost]]
     agents: list[Agent] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def set_up(
+        cls, transport: Transport, topology: Topology, rows: Sequence[list[LinkCost]] = ()
+    ) -> tuple[Agents, dict[str, float]]:
+        """Build the links (unless given), start the agents, publish the links once;
+        the seconds each step took."""
+        started = time.perf_counter()
+        agents = cls(transport, rows or fabricated_rows(topology))
+        built = time.perf_counter()
+        timings = {} if rows else {"build": built - started}
+        try:
+            await agents.start(topology.names)
+            ready = time.perf_counter()
+            await agents.publish_links()
+        except BaseException:
+            await agents.stop()
+            raise
+        timings.update(start=ready - built, seed=time.perf_counter() - ready)
+        return agents, timings
 
     async def start(self, names: Sequence[str]) -> None:
         for name in names:
             agent = Agent(name, self.transport, {}, grace=2.0)
             self.agents.append(agent)
             self.tasks.append(asyncio.create_task(agent.run(), name=f"bench agent {name}"))
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(WAIT_S):
             await asyncio.gather(*(agent.started() for agent in self.agents))
 
-    async def remember_links(self, topology: Topology) -> None:
-        """Each agent publishes its outgoing links, as a network provider would."""
-        for i, agent in enumerate(self.agents):
-            context = agent.context
-            assert context is not None
-            row = keyed_bodies(topology, i * (topology.n - 1), topology.n - 1)
-            await asyncio.gather(*(context.publish_event(key, body) for key, body in row))
+    async def publish_links(self, first: int | None = None) -> float:
+        """Each agent publishes its row (or its ``first`` links) as one batch with
+        ``NodeContext.publish_links``; seconds.
+
+        A whole row is also the agent's next snapshot answer, ready-made; part of a row
+        (a round of probes that changed some links) makes the next answer be built anew.
+        """
+        started = time.perf_counter()
+        contexts = [agent.context for agent in self.agents]
+        await asyncio.gather(
+            *(
+                context.publish_links(row[:first])
+                for context, row in zip(contexts, self.rows, strict=True)
+                if context is not None
+            )
+        )
+        return time.perf_counter() - started
 
     async def stop(self) -> None:
         for agent in self.agents:
@@ -964,69 +1215,190 @@ class Agents:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def late_join_seconds(url: str, topology: Topology, timeout: float) -> float:
-    """Open a facade after the agents published; seconds until it holds every link."""
-    names = topology.names
-    started = time.perf_counter()
-    async with JupiterInterface(url) as bus:
-        await bus.get_network_data(nodes=names, timeout=timeout)
-        return time.perf_counter() - started
+@dataclass(frozen=True, slots=True)
+class JoinTimes:
+    """One late join, in seconds from opening the facade: entered (connected, subscribed,
+    request sent), first change of its state, every link held, ``get_network_data``
+    returned; and this process's CPU seconds meanwhile."""
+
+    entered: float
+    first: float
+    applied: float
+    returned: float
+    cpu: float
+
+
+async def watch_fill(state: NetworkState, target: int, started: float) -> tuple[float, float]:
+    """Seconds from ``started`` to the state's first change and to ``target`` links held.
+
+    Reads ``version`` and ``link_count`` only: it holds no snapshot, so it makes the
+    state copy nothing (a snapshot alive across a change makes that change copy).
+    """
+    version, first = state.version, None
+    async with asyncio.timeout(WAIT_S):
+        while state.link_count < target:
+            version = await state.wait_changed(version)
+            first = first or time.perf_counter() - started
+    done = time.perf_counter() - started
+    return first or done, done
+
+
+async def late_join(url: str, topology: Topology) -> JoinTimes:
+    """Open a facade after the agents published; time it until
+    ``get_network_data(nodes=[all])`` returns, as a scheduler would wait."""
+    gc.collect()
+    started, cpu = time.perf_counter(), time.process_time()
+    bus = JupiterInterface(url, connection_name="bench/facade.py late joiner")
+    fill = asyncio.create_task(watch_fill(bus.network, topology.links, started))
+    try:
+        async with bus:
+            entered = time.perf_counter() - started
+            await bus.get_network_data(nodes=topology.names, timeout=WAIT_S)
+            returned = time.perf_counter() - started
+            cpu = time.process_time() - cpu
+            first, applied = await fill
+    finally:
+        fill.cancel()
+        await asyncio.gather(fill, return_exceptions=True)
+    return JoinTimes(entered, first, applied, returned, cpu)
+
+
+class RawAsker:
+    """Raw aio-pika as a late joiner: a private queue, one ``snapshot.request`` asking for
+    batches, and the answers of one topology's agents counted, not decoded."""
+
+    def __init__(self, url: str, topology: Topology) -> None:
+        self.url = url
+        self.tag = f'"{topology.prefix}'.encode()  # the answering agent is nodes[0]
+        self.expected = topology.n
+        self._seen = self._delivered = 0
+        self._done = asyncio.Event()
+
+    async def seconds(self) -> float:
+        """Connect, ask and wait for every answer: seconds, all of it timed."""
+        started = time.perf_counter()
+        connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": "bench/facade.py raw asker"}
+        )
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+            await channel.set_qos(prefetch_count=SUBSCRIPTION_PREFETCH)
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.consume(self._on_message)
+            request_id = str(uuid.uuid4())
+            exchange = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+            body = SnapshotRequest.body(request_id, batch=True)
+            await exchange.publish(
+                aio_pika.Message(body, content_type=JSON, reply_to=queue.name,
+                                 correlation_id=request_id, message_id=request_id),
+                SNAPSHOT_REQUEST_KEY,
+            )  # fmt: skip
+            async with asyncio.timeout(WAIT_S):
+                await self._done.wait()
+            return time.perf_counter() - started
+        finally:
+            await connection.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._delivered += 1
+        if self.tag in message.body[:256]:  # other users' agents answer too
+            self._seen += 1
+            if self._seen == self.expected:
+                self._done.set()
+        if self._done.is_set() or self._delivered % ACK_EVERY == 0:
+            await message.ack(multiple=True)
 
 
 async def snapshot_support(run_id: str) -> str | None:
     """``None`` if a facade opened late gets earlier updates; otherwise why not."""
     topology = Topology(run_id, 2, label="x")
     transport = await connect(topology.memory_url)
-    agents = Agents(transport)
     try:
-        await agents.start(topology.names)
-        await agents.remember_links(topology)
+        agents, _ = await Agents.set_up(transport, topology)
         try:
-            await late_join_seconds(topology.memory_url, topology, timeout=1.0)
+            async with JupiterInterface(topology.memory_url) as bus:
+                await bus.get_network_data(nodes=topology.names, timeout=1.0)
         except StateUnavailable:
-            has = [name for name in dir(JupiterInterface) if "snapshot" in name.lower()]
-            has += [p for p in inspect.signature(JupiterInterface).parameters if "snapshot" in p]
-            if has:
-                return (
-                    "JupiterInterface has " + ", ".join(sorted(has)) + " but a facade opened "
-                    "late did not receive earlier updates within 1 s (bench needs updating?)"
-                )
-            return (
-                "JupiterInterface sends no snapshot.request when it opens (no snapshot "
-                "option yet): a late joiner waits for the next publication of every link"
-            )
+            return snapshot_missing()
+        finally:
+            await agents.stop()
         return None
     finally:
-        await agents.stop()
         await transport.close()
 
 
-async def late_join_memory(settings: Settings, topology: Topology, results: Results) -> None:
-    """Agents and facade in this process, on the memory bus."""
-    transport = await connect(topology.memory_url)
-    agents = Agents(transport)
+def snapshot_missing() -> str:
+    has = [name for name in dir(JupiterInterface) if "snapshot" in name.lower()]
+    has += [p for p in inspect.signature(JupiterInterface).parameters if "snapshot" in p]
+    if has:
+        return (
+            "JupiterInterface has " + ", ".join(sorted(has)) + " but a facade opened "
+            "late did not receive earlier updates within 1 s (bench needs updating?)"
+        )
+    return (
+        "JupiterInterface sends no snapshot.request when it opens (no snapshot "
+        "option yet): a late joiner waits for the next publication of every link"
+    )
+
+
+def rotated(items: Sequence[str], turn: int) -> list[str]:
+    turn %= len(items)
+    return [*items[turn:], *items[:turn]]
+
+
+def record_join(results: Results, bus: str, n: int, contender: str, times: JoinTimes) -> None:
+    if contender == "rebuilt":
+        results.add(f"late.{bus}.rebuilt", n, times.returned)
+        return
+    results.add(f"late.{bus}", n, times.returned)
+    for part in ("entered", "first", "applied", "cpu"):
+        results.add(f"late.{bus}.{part}", n, getattr(times, part))
+
+
+async def late_join_memory(
+    settings: Settings, topology: Topology, rows: Sequence[list[LinkCost]], results: Results
+) -> None:
+    """Agents and facade in this process, on a memory bus of their own."""
+    n, url = topology.n, f"{topology.memory_url}-late"
+    transport = await connect(url)
     try:
-        await agents.start(topology.names)
-        await agents.remember_links(topology)
-        for _ in range(settings.rounds):
-            seconds = await late_join_seconds(topology.memory_url, topology, WAIT_S)
-            results.add("late.memory", topology.n, seconds)
+        agents, setup = await Agents.set_up(transport, topology, rows)
+        try:
+            for number in range(settings.late_join_rounds(n)):
+                for contender in rotated(("facade", "rebuilt"), number):
+                    if contender == "rebuilt":
+                        await agents.publish_links(first=1)  # untimed
+                    times = await late_join(url, topology)
+                    record_join(results, "memory", n, contender, times)
+        finally:
+            await agents.stop()
     finally:
-        await agents.stop()
         await transport.close()
+    for step_name, seconds in setup.items():
+        results.add(f"late.memory.setup.{step_name}", n, seconds)
 
 
 async def late_join_amqp(
     settings: Settings, topology: Topology, publisher: PublisherProcess, results: Results
 ) -> None:
-    """Agents in the child process (as on other machines), the facade here, on RabbitMQ."""
-    publisher.start_agents(topology)
+    """Agents in the child process (as on other machines), the askers here, on RabbitMQ."""
+    n = topology.n
+    setup = publisher.start_agents(topology)  # untimed, as every publish_links below
     try:
-        for _ in range(settings.rounds):
-            seconds = await late_join_seconds(settings.url, topology, WAIT_S)
-            results.add("late.amqp", topology.n, seconds)
+        for number in range(settings.late_join_rounds(n)):
+            for contender in rotated(("facade", "rebuilt", "raw"), number):
+                if contender == "raw":
+                    seconds = await RawAsker(settings.url, topology).seconds()
+                    results.add("late.amqp.raw", n, seconds)
+                    continue
+                if contender == "rebuilt":
+                    publisher.touch_links()  # untimed
+                times = await late_join(settings.url, topology)
+                record_join(results, "amqp", n, contender, times)
     finally:
         publisher.stop_agents()
+    for step_name, seconds in setup.items():
+        results.add(f"late.amqp.setup.{step_name}", n, seconds)
 
 
 # -- the report -------------------------------------------------------------------------
@@ -1157,51 +1529,125 @@ def print_amqp_ingest(settings: Settings, results: Results, skipped: dict[int, s
     )
 
 
-def batch_hint(n: int) -> float:
-    """Microseconds per link to parse a column-oriented JSON body of one source's N-1 links.
-
-    Not a message type of the contract: a hint of what a ``network.batch`` would cost to
-    read, next to the per-link figures (one broker message instead of N-1).
-    """
-    links = max(1, n - 1)
-    body = orjson.dumps(
-        {
-            "v": 1,
-            "type": "network.batch",
-            "id": str(uuid.uuid4()),
-            "ts": time.time(),
-            "src": "n0000",
-            "dst": [f"n{j:04d}" for j in range(1, links + 1)],
-            **{key: [0.001 + j * 1e-7 for j in range(links)] for key in ("a", "b", "c", "r2")},
-            "samples": [10] * links,
-            "min_kbit": [8.0] * links,
-            "max_kbit": [80_000.0] * links,
-        }
-    )
-    samples = repeat_timed(lambda: orjson.loads(body), 0.05, most=2_000)
-    return statistics.median(samples) / links * 1e6
+def batch_cells(settings: Settings, results: Results, n: int) -> list[str]:
+    rates = [results.get(f"amqpb.{sink.key}", n) for sink in SINKS]
+    facade, per_link = rates[-1], results.get("amqp.facade", n)
+    ratio = results.ratio("amqpb.facade", "amqpb.raw", n)
+    cpu = " / ".join(fmt(results.get(f"amqpb.{sink.key}.cpu", n)) for sink in SINKS)
+    return [
+        f"{n - 1:,}",
+        fmt(results.get("amqpb.pub", n)),
+        *map(fmt, rates),
+        f"{ratio:.2f}x" if ratio else "-",
+        f"{facade / per_link:,.1f}x" if facade and per_link else "-",
+        cpu,
+        fmt_s(n * (n - 1) / facade) if facade else "-",
+    ]
 
 
-def print_batch_note(settings: Settings, results: Results) -> None:
-    print("\nwhat per-link messages reach, and what a batch message type would change:")
+def print_amqp_batch_ingest(
+    settings: Settings, results: Results, skipped: dict[int, str], summary: Summary
+) -> None:
+    heads = ["nodes", "links/msg", "publisher", *(s.label for s in SINKS), "facade/raw",
+             "vs per-link", "CPU us/msg (same order)", "all links at that rate"]  # fmt: skip
+    lines = []
     for n in settings.nodes:
-        parts = [f"  {n} nodes ({n * (n - 1):,} links):"]
-        facade = results.get("amqp.facade", n)
-        if facade:
-            parts.append(f"RabbitMQ per-link {fmt(facade)}/s;")
-        parts.append(f"decode->apply {fmt(results.get('inproc.full', n))}/s;")
-        parts.append(f"apply_many {fmt(results.get('inproc.many', n))}/s;")
-        parts.append(f"columnar JSON parse {batch_hint(n):.2f} us/link")
-        print(" ".join(parts))
-    note(
-        "Per link, RabbitMQ costs ~100-200 us of client CPU (aio-pika receive + ack) against "
-        "~7 us to decode and apply. A network.batch (one message per source: columns of dst, "
-        "a, b, c, ...) would divide broker messages, acks and frame handling by N-1 and let the "
-        "facade write a row with one vectorised store: the apply_many column is the rate with "
-        "today's LinkCost-object API; an array-taking state method would go further. A late "
-        "joiner would also get one answer per node instead of N-1. Not implemented here.",
-        indent="  ",
+        if n in skipped:
+            lines.append([str(n), skipped[n], *(["-"] * (len(heads) - 2))])
+        else:
+            lines.append([str(n), *batch_cells(settings, results, n)])
+    print_table(
+        "2b. ingest through RabbitMQ, binary network.batch bodies, one per source on "
+        f"network-batch.<src> (link updates/s; median of {settings.amqp_rounds} rounds)",
+        heads,
+        lines,
     )
+    samples = ", ".join(
+        f"{n} nodes {settings.batch_count(n):,}" for n in settings.nodes if n not in skipped
+    )
+    note(
+        "As in 2, with the child publishing LinkBatch.to_binary() bodies (content type "
+        f"{BATCH_CONTENT_TYPE}): each source's N-1 links in one message, the sources in turn. "
+        "Rates are link updates/s (messages/s x links/msg); raw aio-pika and "
+        "transport.subscribe bind network-batch.* and do not decode; JupiterInterface counts "
+        "batches applied (NetworkState.apply_batch). vs per-link: JupiterInterface here "
+        "against its column in table 2. CPU: this process, per message (one batch). "
+        f"Messages per sample: {samples or '-'}."
+    )
+    measured = [n for n in settings.nodes if n not in skipped]
+    if not measured:
+        return
+    n = max(measured)
+    batch, per_link = results.get("amqpb.facade", n), results.get("amqp.facade", n)
+    versus = f"{batch / per_link:,.1f}x per-link JSON" if batch and per_link else "-"
+    summary.lines.append(
+        f"  RabbitMQ ingest at {n} nodes, binary network.batch (link updates/s): {fmt(batch)}, "
+        f"{versus}; aim: report what batching reaches"
+    )
+
+
+CODEC_LABELS: Final = {
+    "columns": "LinkBatch.from_costs",
+    "links": "per-link JSON (N-1 bodies)",
+    "json": "batch JSON",
+    "binary": "batch binary",
+}
+CODEC_OPS: Final = ("build", "encode", "decode", "apply")
+
+
+def codec_cells(results: Results, codec: str, n: int) -> list[str]:
+    def every(op: str) -> str:
+        value = results.get(f"codec.{codec}.{op}.all", n)
+        if value is None and (single := results.get(f"codec.{codec}.{op}.one", n)):
+            return f"{fmt_s(single * n / 1e3)} (extrapolated)"
+        return "-" if value is None else fmt_s(value)
+
+    done = ("build",) if codec == "columns" else CODEC_OPS[1:]
+    size = results.get(f"codec.{codec}.bytes", n)
+    return [
+        CODEC_LABELS[codec],
+        "-" if size is None else f"{size:.0f}",
+        *(
+            fmt(results.get(f"codec.{codec}.{op}.one", n)) if op in done else "-"
+            for op in CODEC_OPS
+        ),
+        *(every(op) if op in done else "-" for op in CODEC_OPS),
+    ]
+
+
+def print_codec(settings: Settings, results: Results) -> None:
+    n = max(settings.nodes)
+    if results.get("codec.binary.decode.one", n) is None:
+        return
+    lines = [codec_cells(results, codec, n) for codec in ("columns", *CODECS)]
+    print_table(
+        f"2c. encoding the link costs of {n:,} nodes: one source ({n - 1:,} links, ms) and all "
+        f"{n:,} sources ({n * (n - 1):,} links in {n:,} bodies); medians",
+        ["encoding", "bytes/link", "build ms", "encode ms", "decode ms", "decode+apply ms",
+         "all: build", "encode", "decode", "decode+apply"],
+        lines,
+    )  # fmt: skip
+    note(
+        "build: LinkBatch.from_costs, the columns either encoding starts from (what an agent "
+        "does first); decode: decode_batch(body) (per link: decode(body) of each of the N-1 "
+        "bodies); decode+apply: then NetworkState.apply_batch (per link: apply), for one "
+        "source into a state that holds its links already, for all sources into a fresh "
+        "state that grows to N nodes, as a late joiner's does. Per-link JSON over all links "
+        "is extrapolated from one source (N x). Decoding against binary: "
+        + (codec_ratios(results, n) or "-")
+        + " (the measured reason for the binary encoding)."
+    )
+
+
+def codec_ratios(results: Results, n: int) -> str:
+    parts = []
+    for scope, unit in (("one", "one source"), ("all", "all links")):
+        binary = results.get(f"codec.binary.decode.{scope}", n)
+        for label, codec in (("batch JSON", "json"), ("per-link JSON", "links")):
+            value = results.get(f"codec.{codec}.decode.{scope}", n)
+            if binary and value:
+                parts.append(f"{label} {value / binary:,.1f}x ({unit})")
+    return ", ".join(parts)
 
 
 def print_reads(settings: Settings, results: Results, summary: Summary) -> None:
@@ -1321,13 +1767,62 @@ class LateJoin:
     skipped: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
-def late_join_bounds(settings: Settings, results: Results) -> tuple[float | None, float | None]:
-    """Lower bounds at 1,000 nodes from measured ingest rates (memory bus, RabbitMQ)."""
-    links = SCALE_NODES * (SCALE_NODES - 1)
-    memory = results.get("mem.facade", SCALE_NODES)
-    amqp_nodes = [n for n in settings.nodes if results.get("amqp.facade", n)]
-    amqp = results.get("amqp.facade", max(amqp_nodes)) if amqp_nodes else None
-    return (links / memory if memory else None), (links / amqp if amqp else None)
+LATE_BUSES: Final = {"memory": "memory bus", "amqp": "RabbitMQ"}
+LATE_PARTS: Final = ("entered", "first", "applied")
+
+
+def late_cell(results: Results, key: str, n: int) -> str:
+    value = results.get(key, n)
+    return "-" if value is None else fmt_s(value)
+
+
+def late_breakdown(settings: Settings, results: Results) -> list[list[str]]:
+    lines = []
+    for n in settings.nodes:
+        for bus, label in LATE_BUSES.items():
+            if results.get(f"late.{bus}", n) is None:
+                continue
+            parts = [late_cell(results, f"late.{bus}.{part}", n) for part in LATE_PARTS]
+            lines.append([f"{n}", label, *parts, late_cell(results, f"late.{bus}", n),
+                          late_cell(results, f"late.{bus}.cpu", n),
+                          late_cell(results, f"late.{bus}.rebuilt", n),
+                          late_cell(results, f"late.{bus}.raw", n)])  # fmt: skip
+    return lines
+
+
+def late_setup_note(settings: Settings, results: Results) -> str:
+    parts = []
+    for n in settings.nodes:
+        for bus, label in LATE_BUSES.items():
+            start = results.get(f"late.{bus}.setup.start", n)
+            if start is None or n < SCALE_NODES:
+                continue
+            build = results.get(f"late.{bus}.setup.build", n)
+            seed = results.get(f"late.{bus}.setup.seed", n) or 0.0
+            parts.append(
+                f"{label}, {n:,} agents: "
+                + ("" if build is None else f"links built in {fmt_s(build)}, ")
+                + f"agents started in {fmt_s(start)}, every agent's publish_links in "
+                + fmt_s(seed)
+            )
+    return "; ".join(parts)
+
+
+def late_where(results: Results, bus: str, n: int) -> str:
+    """Where the time of a late join went (medians, so the steps need not add up)."""
+
+    def at(key: str) -> str:
+        return late_cell(results, f"late.{bus}.{key}" if key else f"late.{bus}", n)
+
+    text = (
+        f"{LATE_BUSES[bus]}, {n:,} nodes: {at('')} until get_network_data returned; facade "
+        f"open (connected, subscribed, request sent) at {at('entered')}, first answer applied "
+        f"at {at('first')}, every link applied at {at('applied')}; this process used "
+        f"{at('cpu')} of CPU. With every answer rebuilt: {at('rebuilt')}"
+    )
+    if results.get(f"late.{bus}.raw", n) is not None:
+        text += f"; raw aio-pika asker (broker and agents only): {at('raw')}"
+    return text + "."
 
 
 def print_late_joiner(
@@ -1341,11 +1836,12 @@ def print_late_joiner(
         cells = [
             fmt_s(value) if (value := results.get(f"late.{bus}", n)) is not None
             else found.skipped.get((bus, n), "-")
-            for bus in ("memory", "amqp")
+            for bus in LATE_BUSES
         ]  # fmt: skip
         lines.append([str(n), *cells])
     print_table(
-        "7. late joiner: a facade opened after the updates, until it holds every link",
+        "7. late joiner: a facade opened after the agents published, until "
+        "get_network_data(nodes=[all]) returns (median)",
         ["nodes", "memory bus (agents here)", "RabbitMQ (agents in a child process)"],
         lines,
     )
@@ -1354,30 +1850,54 @@ def print_late_joiner(
         print(f"not available: {found.unavailable}.")
         summary.lines.append(f"  late joiner at {SCALE_NODES} nodes: not available, aim {aim}: -")
         return
-    measured = results.get("late.amqp", SCALE_NODES) or results.get("late.memory", SCALE_NODES)
-    if measured is not None:
-        summary.check(f"late joiner at {SCALE_NODES} nodes (s)", measured, aim, measured < 1.0)
-        return
-    memory, amqp = late_join_bounds(settings, results)
-    bounds = ", ".join(
-        f"{where} >= {fmt_s(bound)}"
-        for where, bound in (("memory bus", memory), ("RabbitMQ", amqp))
-        if bound is not None
+    print_late_breakdown(settings, results)
+    amqp = results.get("late.amqp", SCALE_NODES)
+    reason = found.skipped.get(("amqp", SCALE_NODES))
+    summary.check(
+        f"late joiner at {SCALE_NODES} nodes on RabbitMQ (s)" + (f" [{reason}]" if reason else ""),
+        amqp,
+        aim,
+        below(amqp, LATE_JOIN_AIM_S),
     )
+    memory = results.get("late.memory", SCALE_NODES)
+    if memory is not None:
+        summary.lines.append(
+            f"  late joiner at {SCALE_NODES} nodes on the memory bus (s, agents in this "
+            f"process; for reference): {fmt(memory)}"
+        )
+
+
+def print_late_breakdown(settings: Settings, results: Results) -> None:
+    print_table(
+        "7b. where a late join's time goes (from opening the facade; medians)",
+        ["nodes", "bus", "facade open", "first answer applied", "every link applied",
+         "get_network_data returned", "CPU here", "answers rebuilt: returned",
+         "raw aio-pika asker"],
+        late_breakdown(settings, results),
+    )  # fmt: skip
     note(
-        "One agent (no providers) per node publishes its N-1 links with "
-        "NodeContext.publish_event; the facade asks on entering (snapshot.request). 1,000 nodes "
-        "are not set up (1,000 agents); lower bounds there, 999,000 answers at the ingest rates "
-        f"measured above: {bounds or 'no rate measured'} (extrapolated). Over RabbitMQ the "
-        f"answers would also exceed the subscription's {DEFAULT_MAX_BACKLOG:,}-message backlog "
-        "unless drained as fast as they come."
+        "One agent (no providers) per node publishes its N-1 links once with "
+        "NodeContext.publish_links (one binary network.batch, kept as its next snapshot "
+        "answer). The facade asks on entering (snapshot.request, batch: true); each agent "
+        "answers with one batch. 'facade open': connected, subscribed, request sent; 'first "
+        "answer applied' and 'every link applied': seen by a task that watches the state's "
+        "version and link_count (it holds no snapshot); 'CPU here': this process, during the "
+        "join. 'answers rebuilt': the same join right after every agent published one link "
+        "again (a probe round that changed some links), so each answer is built anew "
+        "(LinkBatch.from_costs of N-1 links): on the memory bus in this process, over "
+        "RabbitMQ in the child, the 1,000 agents one after another (on their own nodes they "
+        "would build in parallel). 'raw aio-pika asker': a private queue, the same request, "
+        "the answers of this run's agents counted without decoding: the broker's and the "
+        "agents' share. Setup, untimed: " + (late_setup_note(settings, results) or "-") + "."
     )
-    worst = max((b for b in (memory, amqp) if b is not None), default=None)
-    summary.lines.append(
-        f"  late joiner at {SCALE_NODES} nodes: not measured; extrapolated lower bound "
-        f"{'-' if worst is None else fmt_s(worst)}, aim {aim}: "
-        + ("-" if worst is None else ("would be met" if worst < 1 else "would be MISSED"))
-    )
+    slow = [
+        (bus, n)
+        for n in settings.nodes
+        for bus in LATE_BUSES
+        if n >= SCALE_NODES and (value := results.get(f"late.{bus}", n)) and value >= 1.0
+    ]
+    for bus, n in slow:
+        note("missed: " + late_where(results, bus, n))
 
 
 def print_rounds(results: Results) -> None:
@@ -1397,7 +1917,8 @@ def print_report(
     summary = Summary()
     print_ingest(settings, results, summary)
     print_amqp_ingest(settings, results, amqp_skipped)
-    print_batch_note(settings, results)
+    print_amqp_batch_ingest(settings, results, amqp_skipped, summary)
+    print_codec(settings, results)
     print_reads(settings, results, summary)
     print_formats(settings, results, summary)
     print_memory(settings, results, summary)
@@ -1443,15 +1964,47 @@ def step(what: str, started: float) -> None:
     print(f"  [{time.perf_counter() - started:6.1f} s] {what}", flush=True)
 
 
-async def run_in_process(settings: Settings, run_id: str, results: Results, began: float) -> None:
+async def run_scale_figures(
+    settings: Settings, topology: Topology, results: Results, began: float, late_join: bool
+) -> str | None:
+    """Figures 3-5, 2c and the memory-bus late joiner on one set of fabricated links;
+    why the late joiner was skipped, if it was."""
+    n = topology.n
+    rows = fabricated_rows(topology)
+    await measure_full_state(settings, topology, rows, results)
+    step(f"memory, reads and formats, {n} nodes", began)
+    skipped = None
+    with frozen_gc():
+        if n == max(settings.nodes):
+            measure_codec(settings, topology, rows, results)
+            step(f"network.batch encodings, {n} nodes", began)
+        if not late_join:
+            skipped = "not available"
+        elif n > settings.late_join_max_nodes:
+            skipped = f"not set up ({n:,} agents)"
+        else:
+            await late_join_memory(settings, topology, rows, results)
+            step(f"late joiner on the memory bus, {n} nodes", began)
+    del rows
+    gc.collect()
+    return skipped
+
+
+async def run_in_process(
+    settings: Settings, run_id: str, results: Results, began: float, late_join: bool
+) -> dict[tuple[str, int], str]:
+    """Everything on the memory bus; the late-joiner cells skipped, and why."""
+    skipped: dict[tuple[str, int], str] = {}
     for n in settings.nodes:
         topology = Topology(run_id, n)
         measure_inproc(settings, topology, results)
         step(f"in-process ingest, {n} nodes", began)
         await measure_memory_bus(settings, topology, results)
         step(f"memory-bus ingest, {n} nodes", began)
-        await measure_full_state(settings, topology, results)
-        step(f"memory, reads and formats, {n} nodes", began)
+        reason = await run_scale_figures(settings, topology, results, began, late_join)
+        if reason:
+            skipped[("memory", n)] = reason
+    return skipped
 
 
 async def run_amqp(
@@ -1476,28 +2029,20 @@ async def run_late_joiner(
     publisher: PublisherProcess | None,
     results: Results,
     began: float,
-) -> LateJoin:
-    unavailable = await snapshot_support(run_id)
-    step("late-joiner support probed", began)
-    if unavailable:
-        return LateJoin(unavailable)
+) -> dict[tuple[str, int], str]:
+    """The RabbitMQ late joiner; the cells skipped, and why."""
     skipped: dict[tuple[str, int], str] = {}
     for n in settings.nodes:
-        topology = Topology(run_id, n, label="l")
-        if n <= settings.late_join_max_nodes:
-            await late_join_memory(settings, topology, results)
-        else:
-            skipped[("memory", n)] = f"not set up ({n:,} agents)"
         if publisher is None:
             skipped[("amqp", n)] = "no broker"
-        elif n <= settings.late_join_amqp_max_nodes:
-            await late_join_amqp(settings, topology, publisher, results)
-        elif n <= settings.late_join_max_nodes:
-            skipped[("amqp", n)] = "skipped (--quick)"
+        elif n > settings.late_join_amqp_max_nodes:
+            skipped[("amqp", n)] = (
+                f"skipped (--quick: {n:,} agents)" if settings.quick else "skipped"
+            )
         else:
-            skipped[("amqp", n)] = f"not set up ({n:,} agents)"
-        step(f"late joiner, {n} nodes", began)
-    return LateJoin(None, skipped)
+            await late_join_amqp(settings, Topology(run_id, n, label="l"), publisher, results)
+            step(f"late joiner on RabbitMQ, {n} nodes", began)
+    return skipped
 
 
 async def run(settings: Settings) -> None:
@@ -1506,19 +2051,23 @@ async def run(settings: Settings) -> None:
     broker = await broker_version(settings.url)
     print_header(settings, run_id, broker)
     began = time.perf_counter()
+    unavailable = await snapshot_support(run_id)
+    step("late-joiner support probed", began)
     results = Results()
-    await run_in_process(settings, run_id, results, began)
+    skipped = await run_in_process(settings, run_id, results, began, unavailable is None)
     publisher = PublisherProcess(settings.url) if broker else None
     try:
         if publisher is None:
             amqp_skipped = {n: "no broker" for n in settings.nodes}
         else:
             amqp_skipped = await run_amqp(settings, run_id, publisher, results, began)
-        found = await run_late_joiner(settings, run_id, publisher, results, began)
+        if unavailable is None:
+            skipped |= await run_late_joiner(settings, run_id, publisher, results, began)
     finally:
         if publisher is not None:
             publisher.close()
     step("done", began)
+    found = LateJoin(unavailable, skipped)
     print_report(settings, results, amqp_skipped, None if broker else "no broker", found)
 
 
