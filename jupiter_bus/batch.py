@@ -12,13 +12,16 @@ Two encodings of the same fields (docs/messages.md has the byte layout):
   "c": [...], "link_ts": [...], "samples": [...], "r2": [...], "min_kbit": [...],
   "max_kbit": [...], "model": [name or null]}`` (``model`` optional);
 - binary (:data:`BATCH_CONTENT_TYPE`): ``JBNB``, a little-endian ``u32`` header
-  length, the JSON header (``v type id ts nodes count``) padded with spaces to a
-  multiple of 8 bytes, then the columns as little-endian arrays: ``a b c link_ts``
+  length, the JSON header (``v type id ts count names``) padded with spaces to a
+  multiple of 8 bytes, the ``names`` bytes of node names (ASCII, ``\n``-separated,
+  zero-padded to 8), then the columns as little-endian arrays: ``a b c link_ts``
   float64, ``r2 min_kbit max_kbit`` float32, ``samples src dst`` uint32, ``model``
   uint8 (0 absent, 1 quadratic, 2 linear, 3 constrained). About 57 bytes per link;
-  at 1,000 nodes JSON is measured several times slower to read (bench/facade.py).
+  at 1,000 nodes JSON is measured 8x slower to read (bench/facade.py).
 
-A link is ``nodes[src[k]] -> nodes[dst[k]]``; names appear once per batch. Every
+A link is ``nodes[src[k]] -> nodes[dst[k]]``; names appear once per batch, sorted, so
+nodes with the same peers send the same names block: readers check it and map it to
+indexes once per distinct block, not once per message. Every
 column is checked at once (numpy): one bad link refuses the whole batch with a
 :class:`~jupiter_bus.errors.MessageError` naming the link and the field.
 
@@ -118,13 +121,11 @@ class LinkBatch:
     ) -> LinkBatch:
         """Columns of ``costs`` (already valid :class:`LinkCost` objects), in their order."""
         items = costs if isinstance(costs, list | tuple) else list(costs)
-        names: dict[str, int] = {}
-        src = np.fromiter(
-            (names.setdefault(c.src, len(names)) for c in items), dtype=_U32, count=len(items)
-        )
-        dst = np.fromiter(
-            (names.setdefault(c.dst, len(names)) for c in items), dtype=_U32, count=len(items)
-        )
+        # Sorted: nodes that see the same peers send the same list, which readers cache.
+        ordered = sorted({c.src for c in items} | {c.dst for c in items})
+        names = {name: i for i, name in enumerate(ordered)}
+        src = np.fromiter((names[c.src] for c in items), dtype=_U32, count=len(items))
+        dst = np.fromiter((names[c.dst] for c in items), dtype=_U32, count=len(items))
         floats = np.array(
             [(c.a, c.b, c.c, c.ts, c.r2, c.min_kbit, c.max_kbit) for c in items],
             dtype=np.float64,
@@ -185,21 +186,16 @@ class LinkBatch:
     # -- encoding --------------------------------------------------------------------------
 
     def _header(self) -> dict[str, Any]:
-        return {
-            "v": SCHEMA_VERSION,
-            "type": BATCH_TYPE,
-            "id": self.id,
-            "ts": self.ts,
-            "nodes": list(self.nodes),
-        }
+        return {"v": SCHEMA_VERSION, "type": BATCH_TYPE, "id": self.id, "ts": self.ts}
 
     def to_binary(self) -> bytes:
         """The binary encoding (content type :data:`BATCH_CONTENT_TYPE`)."""
+        names = "\n".join(self.nodes).encode()
         header = self._header()
-        header["count"] = len(self)
+        header.update(count=len(self), names=len(names))
         text = orjson.dumps(header)
         text += b" " * (-(len(text) + _HEADER.size) % 8)
-        parts = [_HEADER.pack(BATCH_MAGIC, len(text)), text]
+        parts = [_HEADER.pack(BATCH_MAGIC, len(text)), text, names, bytes(-len(names) % 8)]
         for column, dtype in _binary_columns(self):
             parts.append(np.ascontiguousarray(column, dtype=dtype).tobytes())
         return b"".join(parts)
@@ -208,6 +204,7 @@ class LinkBatch:
         """The JSON encoding (``application/json``); ``model`` omitted when all absent."""
         body = self._header()
         body.update(
+            nodes=list(self.nodes),
             src=self.src.tolist(),
             dst=self.dst.tolist(),
             a=self.a.tolist(),
@@ -291,12 +288,16 @@ def _load_object(text: bytes) -> dict[str, Any]:
     return obj
 
 
-def _envelope(obj: dict[str, Any]) -> tuple[str, float, tuple[str, ...]]:
-    batch_id, ts, nodes = obj.get("id"), obj.get("ts"), obj.get("nodes")
+def _envelope(obj: dict[str, Any]) -> tuple[str, float]:
+    batch_id, ts = obj.get("id"), obj.get("ts")
     if not isinstance(batch_id, str) or not 0 < len(batch_id) <= 128:
         raise MessageError("must be a non-empty string (at most 128 characters)", field="id")
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not (0 <= ts < math.inf):
         raise MessageError(f"must be epoch seconds >= 0, got {ts!r:.40}", field="ts")
+    return batch_id, float(ts)
+
+
+def _node_names(nodes: Any) -> tuple[str, ...]:
     if not isinstance(nodes, list) or len(nodes) > MAX_BATCH_NODES:
         raise MessageError(f"must be a list of at most {MAX_BATCH_NODES} names", field="nodes")
     if not _valid_nodes.issuperset(nodes):  # each name is checked once (the codec's cache)
@@ -307,21 +308,46 @@ def _envelope(obj: dict[str, Any]) -> tuple[str, float, tuple[str, ...]]:
                 raise MessageError(f"node {k}: {exc.reason}", field="nodes") from None
     if len(set(nodes)) != len(nodes):
         raise MessageError("names must not repeat", field="nodes")
-    return batch_id, float(ts), tuple(nodes)
+    return tuple(nodes)
+
+
+_NAMES_CACHE: Final[dict[bytes, tuple[str, ...]]] = {}
+_NAMES_CACHE_MAX: Final = 64
+
+
+def _binary_names(block: bytes) -> tuple[str, ...]:
+    """The names block, checked once per distinct block (agents repeat theirs)."""
+    names = _NAMES_CACHE.get(block)
+    if names is None:
+        try:
+            text = block.decode("ascii")
+        except UnicodeDecodeError:
+            raise MessageError("names must be ASCII node names", field="names") from None
+        names = _node_names(text.split("\n") if text else [])
+        if len(_NAMES_CACHE) >= _NAMES_CACHE_MAX:
+            _NAMES_CACHE.clear()
+        _NAMES_CACHE[block] = names
+    return names
 
 
 def _from_binary(data: bytes) -> LinkBatch:
     if len(data) < _HEADER.size:
         raise MessageError("binary batch is shorter than its header")
     _, header_len = _HEADER.unpack_from(data)
-    start = _HEADER.size + header_len
-    if start > len(data):
+    names_at = _HEADER.size + header_len
+    if names_at > len(data):
         raise MessageError(f"header length {header_len} runs past the body ({len(data)} bytes)")
-    obj = _load_object(data[_HEADER.size : start])
-    batch_id, ts, nodes = _envelope(obj)
-    count = obj.get("count")
+    obj = _load_object(data[_HEADER.size : names_at])
+    batch_id, ts = _envelope(obj)
+    count, names_len = obj.get("count"), obj.get("names")
     if type(count) is not int or not 0 <= count <= MAX_BATCH_LINKS:
         raise MessageError(f"must be an integer 0..{MAX_BATCH_LINKS}", field="count")
+    if type(names_len) is not int or not 0 <= names_len <= len(data) - names_at:
+        raise MessageError(
+            f"must be the byte length of the names block, got {names_len!r:.20}", field="names"
+        )
+    nodes = _binary_names(data[names_at : names_at + names_len])
+    start = names_at + names_len + (-names_len % 8)
     if len(data) - start != count * _BYTES_PER_LINK:
         raise MessageError(
             f"{count} links need {count * _BYTES_PER_LINK} bytes of columns, "
@@ -373,7 +399,8 @@ def _json_column(obj: dict[str, Any], name: str, dtype: type[Any], count: int) -
 
 def _from_json(data: bytes) -> LinkBatch:
     obj = _load_object(data)
-    batch_id, ts, nodes = _envelope(obj)
+    batch_id, ts = _envelope(obj)
+    nodes = _node_names(obj.get("nodes"))
     sources = obj.get("src")
     count = len(sources) if isinstance(sources, list) else 0
     if count > MAX_BATCH_LINKS:

@@ -377,6 +377,9 @@ def _flat_view(array: npt.NDArray[Any], code: str) -> Any:
     return flat.cast(code)
 
 
+_WHERE_CACHE_MAX: Final = 64  # distinct node lists whose indexes a state remembers
+
+
 class NetworkState:
     """Link costs of the whole network in numpy arrays, fed update by update.
 
@@ -397,6 +400,7 @@ class NetworkState:
     def __init__(self, capacity: int = _MIN_CAPACITY) -> None:
         self._names: list[str] = []
         self._index: dict[str, int] = {}
+        self._where_cache: dict[tuple[str, ...], npt.NDArray[np.intp]] = {}
         self._links = 0
         self._shared = False
         self._names_view: tuple[tuple[str, ...], Mapping[str, int]] | None = None
@@ -507,6 +511,7 @@ class NetworkState:
             array[:n, last] = 0
         moved = self._names.pop()
         del self._index[name]
+        self._where_cache.clear()  # indexes moved
         if i != last:
             self._names[i] = moved
             self._index[moved] = i
@@ -568,15 +573,8 @@ class NetworkState:
         """
         if not len(batch):
             return 0
-        known, names = len(self._names), batch.nodes
-        try:
-            found: Any = itemgetter(*names)(self._index)  # one C call for all names
-            if len(names) == 1:
-                found = (found,)
-        except KeyError:
-            get, join = self._index.get, self._join
-            found = [i if (i := get(name)) is not None else join(name) for name in names]
-        where = np.array(found, dtype=np.intp)
+        known = len(self._names)
+        where = self._where(batch.nodes)
         flat = where[batch.src] * self._cap + where[batch.dst]
         keep: npt.NDArray[np.intp] | slice = slice(None)
         if len(flat) > 1:
@@ -615,6 +613,26 @@ class NetworkState:
         valid[flat] = True
         self._signal.bump()
         return len(flat)
+
+    def _where(self, names: tuple[str, ...]) -> npt.NDArray[np.intp]:
+        """Indexes of ``names`` (joining new ones); remembered per list, since every
+        batch of a node repeats its list (until a node leaves and indexes move)."""
+        where = self._where_cache.get(names)
+        if where is not None:
+            return where
+        try:
+            found: Any = itemgetter(*names)(self._index)  # one C call for all names
+            if len(names) == 1:
+                found = (found,)
+        except KeyError:
+            get, join = self._index.get, self._join
+            found = [i if (i := get(name)) is not None else join(name) for name in names]
+        where = np.array(found, dtype=np.intp)
+        where.flags.writeable = False
+        if len(self._where_cache) >= _WHERE_CACHE_MAX:
+            self._where_cache.clear()
+        self._where_cache[names] = where
+        return where
 
     def held_ts(self, src: str, dst: str) -> float | None:
         """The producer's ``ts`` of the value held for ``src -> dst`` (``None``: none held)."""

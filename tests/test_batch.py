@@ -116,23 +116,23 @@ def test_both_encodings_give_back_every_link(costs: list[LinkCost]) -> None:
 
 
 def test_the_binary_layout_is_the_documented_one() -> None:
-    """Magic, u32 header length, JSON header padded to 8 bytes, then the columns."""
-    costs = [cost("n1", "n2", c=5.0, ts=100.0), cost("n1", "n3", c=6.0, ts=101.0, model="linear")]
+    """Magic, u32 header length, JSON header padded to 8 bytes, the names (sorted, one per
+    line, zero-padded to 8 bytes), then the columns."""
+    costs = [cost("n3", "n2", c=5.0, ts=100.0), cost("n3", "n1", c=6.0, ts=101.0, model="linear")]
     body = LinkBatch.from_costs(costs, batch_id="x", ts=1.0).to_binary()
     magic, header_len = struct.unpack_from("<4sI", body)
     assert magic == BATCH_MAGIC == b"JBNB"
     assert (8 + header_len) % 8 == 0
     header = orjson.loads(body[8 : 8 + header_len])
-    assert header == {
-        "v": 1, "type": "network.batch", "id": "x", "ts": 1.0,
-        "nodes": ["n1", "n2", "n3"], "count": 2,
-    }  # fmt: skip
-    columns = body[8 + header_len :]
+    assert header == {"v": 1, "type": "network.batch", "id": "x", "ts": 1.0, "count": 2, "names": 8}
+    names_at = 8 + header_len
+    assert body[names_at : names_at + 8] == b"n1\nn2\nn3"  # 8 bytes: no padding
+    columns = body[names_at + 8 :]
     assert len(columns) == 2 * (4 * 8 + 3 * 4 + 3 * 4 + 1)
     c_column = struct.unpack_from("<2d", columns, 2 * 2 * 8)
     assert c_column == (5.0, 6.0)
     src_dst = struct.unpack_from("<4I", columns, 2 * (4 * 8 + 3 * 4) + 2 * 4)
-    assert src_dst == (0, 0, 1, 2)  # src column then dst column, indexes into nodes
+    assert src_dst == (2, 2, 1, 0)  # src column then dst column, indexes into the names
     assert columns[-2:] == bytes([0, MODEL_CODES.index("linear")])
 
 
@@ -191,10 +191,18 @@ def test_a_bad_json_batch_is_refused_naming_the_field_and_link(
     assert words in caught.value.reason
 
 
+def _binary(fields: dict[str, Any], rest: bytes = b"") -> bytes:
+    header = orjson.dumps({"v": 1, "type": "network.batch", "id": "x", "ts": 1.0, **fields})
+    header += b" " * (-len(header) % 8)
+    return b"JBNB" + struct.pack("<I", len(header)) + header + rest
+
+
 def test_a_bad_binary_batch_is_refused() -> None:
     good = LinkBatch.from_costs([cost("a", "b"), cost("a", "c")]).to_binary()
     header_len = struct.unpack_from("<I", good, 4)[0]
-    start = 8 + header_len
+    start = 8 + header_len + 8  # "a\nb\nc" and its padding
+    bad_name = bytearray(good)
+    bad_name[8 + header_len + 2] = ord("*")
     nan_c = bytearray(good)
     struct.pack_into("<d", nan_c, start + 2 * 2 * 8 + 8, float("nan"))  # c of link 1
     bad_index = bytearray(good)
@@ -205,6 +213,9 @@ def test_a_bad_binary_batch_is_refused() -> None:
         "truncated": (good[:-1], "count", "need"),
         "nan": (bytes(nan_c), "c", "link 1: must be finite"),
         "index": (bytes(bad_index), "dst", "link 0: no such node"),
+        "name": (bytes(bad_name), "nodes", "node 1"),
+        "names": (_binary({"count": 0, "names": 10**6}), "names", "byte length"),
+        "ascii": (_binary({"count": 0, "names": 2}, b"\xff\xfe"), "names", "ASCII"),
     }
     for label, (body, field, words) in cases.items():
         with pytest.raises(MessageError) as caught:
@@ -234,11 +245,11 @@ def test_events_are_told_apart_by_content_type_magic_or_type() -> None:
 
 
 def test_a_batch_leaves_the_state_as_the_same_per_link_updates_do() -> None:
-    nodes = [f"n{i}" for i in range(40)]  # grows past the initial capacity
+    nodes = [f"n{i:02d}" for i in range(40)]  # grows past the initial capacity; sorted
     costs = [
         cost(s, d, c=float(k)) for k, (s, d) in enumerate((s, d) for s in nodes for d in nodes)
     ]
-    costs += [cost("n1", "n2", c=-1.0)]  # a repeat: the later one wins
+    costs += [cost("n01", "n02", c=-1.0)]  # a repeat: the later one wins
     one_by_one, batched = NetworkState(), NetworkState()
     for c in costs:
         one_by_one.apply(c, received_at=7.0)
@@ -248,7 +259,7 @@ def test_a_batch_leaves_the_state_as_the_same_per_link_updates_do() -> None:
     assert left.link_count == right.link_count == 1600
     for name in ("params", "ts", "samples", "r2", "min_kbit", "max_kbit", "valid", "received_at"):
         np.testing.assert_array_equal(getattr(left, name), getattr(right, name), err_msg=name)
-    assert right.link("n1", "n2").c == -1.0
+    assert right.link("n01", "n02").c == -1.0
 
 
 def test_newer_only_keeps_what_is_at_least_as_new_and_adds_the_rest() -> None:
