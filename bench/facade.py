@@ -1269,7 +1269,8 @@ class RawAsker:
 
     def __init__(self, url: str, topology: Topology) -> None:
         self.url = url
-        self.tag = f'"{topology.prefix}'.encode()  # the answering agent is nodes[0]
+        # The names block follows the short JSON header; this run's names start with it.
+        self.tag = topology.prefix.encode()
         self.expected = topology.n
         self._seen = self._delivered = 0
         self._done = asyncio.Event()
@@ -1301,7 +1302,7 @@ class RawAsker:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._delivered += 1
-        if self.tag in message.body[:256]:  # other users' agents answer too
+        if self.tag in message.body[:512]:  # other users' agents answer too
             self._seen += 1
             if self._seen == self.expected:
                 self._done.set()
