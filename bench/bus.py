@@ -346,7 +346,7 @@ class FastStream(Contender):
             channel=Channel(prefetch_count=PREFETCH),
         )
 
-        @serve
+        @serve  # type: ignore[untyped-decorator, unused-ignore]  # without faststream installed
         async def answer(request: dict[str, Any]) -> bytes:
             return BODY
 
@@ -375,7 +375,7 @@ class FastStream(Contender):
             RabbitQueue(self.names.work, durable=True), channel=self._channel, persistent=False
         )
 
-        @subscriber
+        @subscriber  # type: ignore[untyped-decorator, unused-ignore]  # without faststream installed
         async def on_event(event: dict[str, Any]) -> None:
             nonlocal seen, finished
             seen += 1
