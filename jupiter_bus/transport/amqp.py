@@ -45,6 +45,7 @@ from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from .base import (
     DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_BACKLOG_BYTES,
     JSON_CONTENT_TYPE,
     Consumer,
     Delivery,
@@ -187,11 +188,13 @@ class AmqpSubscription(Subscription):
         patterns: Sequence[str],
         exchange: str,
         max_backlog: int,
+        max_backlog_bytes: int,
     ) -> None:
         self._transport = transport
         self._patterns = list(patterns)
         self._exchange = exchange
         self._max_backlog = max_backlog
+        self._max_backlog_bytes = max_backlog_bytes
         self._name = f"jupiter.sub.{uuid.uuid4().hex}"
         self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._channel: AbstractRobustChannel | None = None
@@ -218,7 +221,10 @@ class AmqpSubscription(Subscription):
             durable=False,
             exclusive=True,
             auto_delete=True,
-            arguments={"x-max-length": self._max_backlog},
+            arguments={
+                "x-max-length": self._max_backlog,
+                "x-max-length-bytes": self._max_backlog_bytes,
+            },
         )
         self._queue = queue
         for pattern in self._patterns:
@@ -524,9 +530,10 @@ class AmqpTransport(Transport):
         *,
         exchange: str = EVENTS_EXCHANGE,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
     ) -> AmqpSubscription:
         self._check_open()
-        return AmqpSubscription(self, patterns, exchange, max_backlog)
+        return AmqpSubscription(self, patterns, exchange, max_backlog, max_backlog_bytes)
 
     def consume(self, queue: str, *, prefetch: int = 16) -> AmqpConsumer:
         self._check_open()

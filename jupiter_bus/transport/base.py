@@ -10,7 +10,8 @@ The model is AMQP 0-9-1's, reduced to what jupiter-bus needs:
   routes to the queue named by the routing key) receive published messages;
 - :meth:`Transport.subscribe` binds a private, bounded queue to topic patterns and
   yields :class:`Envelope` objects (live events: when a subscriber falls more than
-  ``max_backlog`` messages behind, the oldest are dropped);
+  ``max_backlog`` messages or ``max_backlog_bytes`` of bodies behind, the oldest are
+  dropped);
 - :meth:`Transport.consume` reads a durable work queue with a prefetch limit and
   yields :class:`Delivery` objects that must be acked, requeued or dead-lettered;
   deliveries not acked when a consumer goes away are delivered again;
@@ -59,6 +60,9 @@ QueueType = Literal["classic", "quorum"]
 
 JSON_CONTENT_TYPE = "application/json"
 DEFAULT_MAX_BACKLOG = 100_000
+DEFAULT_MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+"""Bodies a subscription's queue holds before dropping its oldest (a 1,000-node snapshot
+answer is about 64 MB)."""
 """Default bound on a subscription's queue: older events are dropped beyond it."""
 MAX_REASON_CHARS = 1_000
 
@@ -350,11 +354,14 @@ class Transport(abc.ABC):
         *,
         exchange: str = EVENTS_EXCHANGE,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
     ) -> Subscription:
         """A subscription to ``exchange`` (default ``jupiter.events``) by topic patterns.
 
         ``*`` matches exactly one dot-separated word and ``#`` zero or more, as in
-        RabbitMQ. Use it with ``async with``.
+        RabbitMQ. Use it with ``async with``. A subscriber more than ``max_backlog``
+        messages or ``max_backlog_bytes`` of bodies behind loses the oldest (RabbitMQ's
+        ``x-max-length`` and ``x-max-length-bytes``, drop-head).
         """
 
     @abc.abstractmethod

@@ -29,6 +29,7 @@ from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from .base import (
     DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_BACKLOG_BYTES,
     JSON_CONTENT_TYPE,
     Consumer,
     Delivery,
@@ -83,26 +84,48 @@ class _Exchange:
 class _Queue:
     """Messages ready for delivery, and the consumers waiting for them."""
 
-    __slots__ = ("arguments", "max_length", "name", "ready", "waiters")
+    __slots__ = ("arguments", "max_bytes", "max_length", "name", "nbytes", "ready", "waiters")
 
     def __init__(
-        self, name: str, arguments: Mapping[str, HeaderValue], max_length: int | None = None
+        self,
+        name: str,
+        arguments: Mapping[str, HeaderValue],
+        max_length: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.name = name
         self.arguments = dict(arguments)
         self.max_length = max_length
+        self.max_bytes = max_bytes
+        self.nbytes = 0  # bodies of the ready messages
         self.ready: deque[Envelope] = deque()
         self.waiters: deque[asyncio.Future[None]] = deque()
 
     def put(self, envelope: Envelope) -> None:
-        if self.max_length is not None and len(self.ready) >= self.max_length:
-            self.ready.popleft()  # drop-head, as RabbitMQ's x-max-length does
         self.ready.append(envelope)
+        self.nbytes += len(envelope.body)
+        # Drop-head, as RabbitMQ's x-max-length and x-max-length-bytes do.
+        max_length, max_bytes = self.max_length, self.max_bytes
+        while self.ready and (
+            (max_length is not None and len(self.ready) > max_length)
+            or (max_bytes is not None and self.nbytes > max_bytes)
+        ):
+            self.pop()
         self.wake()
+
+    def pop(self) -> Envelope:
+        envelope = self.ready.popleft()
+        self.nbytes -= len(envelope.body)
+        return envelope
+
+    def clear(self) -> None:
+        self.ready.clear()
+        self.nbytes = 0
 
     def put_back(self, envelopes: Sequence[Envelope]) -> None:
         for envelope in reversed(envelopes):
             self.ready.appendleft(replace(envelope, redelivered=True))
+            self.nbytes += len(envelope.body)
         self.wake()
 
     def wake(self) -> None:
@@ -134,10 +157,11 @@ class _Broker:
         name: str,
         arguments: Mapping[str, HeaderValue],
         max_length: int | None = None,
+        max_bytes: int | None = None,
     ) -> _Queue:
         queue = self.queues.get(name)
         if queue is None:
-            queue = self.queues[name] = _Queue(name, arguments, max_length)
+            queue = self.queues[name] = _Queue(name, arguments, max_length, max_bytes)
         elif queue.arguments != dict(arguments):
             raise TransportError(
                 f"queue {name!r} exists with arguments {queue.arguments}, "
@@ -243,7 +267,7 @@ class MemoryConsumer(Consumer):
                 raise StopAsyncIteration
             has_room = len(self._unacked) < self._prefetch
             if has_room and queue.ready:
-                envelope = queue.ready.popleft()
+                envelope = queue.pop()
                 tag = next(self._tags)
                 self._unacked[tag] = envelope
                 return MemoryDelivery(envelope, self, tag)
@@ -287,12 +311,18 @@ class MemorySubscription(Subscription):
     """A private, bounded in-memory queue bound to topic patterns."""
 
     def __init__(
-        self, transport: MemoryTransport, patterns: Sequence[str], exchange: str, max_backlog: int
+        self,
+        transport: MemoryTransport,
+        patterns: Sequence[str],
+        exchange: str,
+        max_backlog: int,
+        max_backlog_bytes: int,
     ) -> None:
         self.transport = transport
         self._patterns = list(patterns)
         self._exchange = exchange
         self._max_backlog = max_backlog
+        self._max_backlog_bytes = max_backlog_bytes
         self._name = f"memory.sub.{uuid.uuid4().hex}"
         self._queue: _Queue | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -307,7 +337,9 @@ class MemorySubscription(Subscription):
         if self._queue is not None:
             return
         broker = self.transport.broker
-        self._queue = broker.declare_queue(self._name, {}, self._max_backlog)
+        self._queue = broker.declare_queue(
+            self._name, {}, self._max_backlog, self._max_backlog_bytes
+        )
         for pattern in self._patterns:
             broker.bind(self._name, self._exchange, pattern)
         self.transport.track(self)
@@ -320,7 +352,7 @@ class MemorySubscription(Subscription):
             )
         while True:
             if queue.ready:
-                return queue.ready.popleft()
+                return queue.pop()
             if self._closed:
                 raise StopAsyncIteration
             waiter = asyncio.get_running_loop().create_future()
@@ -339,7 +371,7 @@ class MemorySubscription(Subscription):
         self._closed = True
         self.transport.broker.delete_queue(self._name)
         if self._queue is not None:
-            self._queue.ready.clear()
+            self._queue.clear()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         self.transport.untrack(self)
@@ -441,9 +473,10 @@ class MemoryTransport(Transport):
         *,
         exchange: str = EVENTS_EXCHANGE,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
     ) -> MemorySubscription:
         self._check_open()
-        return MemorySubscription(self, patterns, exchange, max_backlog)
+        return MemorySubscription(self, patterns, exchange, max_backlog, max_backlog_bytes)
 
     def consume(self, queue: str, *, prefetch: int = 16) -> MemoryConsumer:
         self._check_open()
