@@ -20,7 +20,9 @@ ed25519 key (the legacy way with the password) and verifies the host key.
    The baseline is the fastest OpenSSH ``scp`` variant of the run. Then a tuning
    table: ``SftpEngine`` block sizes and request windows, and ``SshOptions.ciphers``
    orders, each on its own warm pool.
-2. 1000 files of 4 KB: ``SftpEngine`` copying N at once over one pooled connection,
+2. 1000 files of 4 KB: ``SftpEngine`` copying N at once over one pooled connection
+   (files that small go through its ``SmallFileChannel``; a reference row sends them
+   through asyncssh's SFTP client, ``small_file_channel=False``, as before),
    the transfer worker (an ``Agent`` running ``TransferProvider``) with concurrency N
    fed N requests at a time through the in-memory bus, one OpenSSH ``scp`` process
    copying the whole batch (``scp f1 ... fN dir/``, both protocols; the faster is the
@@ -627,9 +629,10 @@ async def part_tuning(site: Site, pools: Pools, settings: Settings, base: Figure
 # ---------------------------------------------------------------- part 2: many small files
 
 
-def sftp_batch_case(site: Site, engine: SftpEngine, window: int) -> Case:
+def sftp_batch_case(site: Site, engine: SftpEngine, window: int, label: str = "") -> Case:
     """``window`` copies at once over the engine's (warm, pooled) connection."""
-    folder = site.server.home / f"small-sftp-{window}"
+    label = label or f"ours: SftpEngine, {window} at once"
+    folder = site.server.home / f"small-sftp-{window}{'' if engine.small_file_channel else '-ref'}"
     copies = [folder / p.name for p in site.small]
 
     async def run() -> None:
@@ -646,7 +649,7 @@ def sftp_batch_case(site: Site, engine: SftpEngine, window: int) -> Case:
 
     size = site.small[0].stat().st_size
     return Case(
-        f"ours: SftpEngine, {window} at once",
+        label,
         run,
         len(copies),
         size * len(copies),
@@ -770,6 +773,11 @@ async def small_figures(
     engine = SftpEngine(pools.new())
     cases = [sftp_batch_case(site, engine, w) for w in settings.windows]
     await measure(cases[0])  # warm the pool: one untimed batch
+    window = max(settings.windows)
+    label = f"reference: SftpEngine on asyncssh's SFTP client, {window} at once"
+    reference = SftpEngine(pools.new(), small_file_channel=False)
+    cases.append(sftp_batch_case(site, reference, window, label))
+    await measure(cases[-1])
     url = f"memory://bench-transfer-{site.run_id}"
     stack.callback(drop_memory_broker, url)
     requester = await connect(url, connection_name="bench requester")
