@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, overload
 
 from .batch import BATCH_CONTENT_TYPE, BATCH_MAGIC, LinkBatch, decode_batch, is_batch
@@ -26,6 +26,7 @@ from .messages import Message, decode, redact
 from .transport import Delivery, Envelope, Subscription, Transport
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 
 @overload
@@ -57,7 +58,7 @@ def decode_event(envelope: Envelope) -> Message | LinkBatch:
         raise
 
 
-async def decoded_events(
+def decoded_events(
     transport: Transport,
     subscription: Subscription,
     expected: type[Message] | None = None,
@@ -70,23 +71,24 @@ async def decoded_events(
             async for envelope, cost in decoded_events(bus, feed, LinkCost):
                 ...
     """
-    async for envelope in subscription:
-        try:
-            message = decode(envelope.body, expected)
-        except MessageError as exc:
-            await transport.dead_letter(envelope, str(exc), body=redact(envelope.body))
-            continue
-        yield envelope, message
+    return _dead_lettering(transport, subscription, lambda e: decode(e.body, expected))
 
 
-async def decoded_events_and_batches(
+def decoded_events_and_batches(
     transport: Transport, subscription: Subscription
 ) -> AsyncIterator[tuple[Envelope, Message | LinkBatch]]:
     """Like :func:`decoded_events`, also yielding ``network.batch`` bodies as
     :class:`~jupiter_bus.batch.LinkBatch` (:func:`decode_event`)."""
+    return _dead_lettering(transport, subscription, decode_event)
+
+
+async def _dead_lettering(
+    transport: Transport, subscription: Subscription, read: Callable[[Envelope], T]
+) -> AsyncIterator[tuple[Envelope, T]]:
+    """``(envelope, read(envelope))`` for each event; one ``read`` refuses is dead-lettered."""
     async for envelope in subscription:
         try:
-            message = decode_event(envelope)
+            message = read(envelope)
         except MessageError as exc:
             await transport.dead_letter(envelope, str(exc), body=redact(envelope.body))
             continue

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupiter_bus.agent import SNAPSHOT_REQUEST_KEY, SnapshotRequest
+from jupiter_bus.agent import SNAPSHOT_REQUEST_KEY, Agent, SnapshotRequest
 from jupiter_bus.batch import (
     BATCH_CONTENT_TYPE,
     BATCH_MAGIC,
@@ -323,8 +323,6 @@ async def test_a_plain_snapshot_request_still_gets_one_message_per_link(
     transport: Transport, unique: str
 ) -> None:
     """Clients that do not ask for batches (``batch`` absent) keep the per-link answers."""
-    from jupiter_bus.agent import Agent
-
     node = f"pl-{unique}"
     agent = Agent(node, transport, {}, grace=2)
     task = asyncio.create_task(agent.run())
