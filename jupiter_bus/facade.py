@@ -39,14 +39,32 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
-from typing import Any, ClassVar, Final, Generic, Self, TypeVar
+from typing import Any, Final, Generic, Self, TypeVar
 
 from . import sealing
 from .agent import SNAPSHOT_REQUEST_KEY, SnapshotRequest
 from .batch import LinkBatch
-from .errors import JupiterBusError, MessageError, RequestTimeout, TransportError, Unroutable
+from .errors import (
+    AuthError,
+    InterfaceClosed,
+    InvalidRequest,
+    JupiterBusError,
+    MessageError,
+    NoReply,
+    NotFound,
+    PermissionDenied,
+    RemoteError,
+    RequestTimeout,
+    StaleState,
+    StateUnavailable,
+    TransferFailed,
+    TransferTimeout,
+    TransportError,
+    Unreachable,
+    Unroutable,
+    transfer_error,
+)
 from .messages import (
-    ErrorKind,
     LinkCost,
     ResourceSample,
     TransferEngine,
@@ -62,8 +80,6 @@ from .state import (
     NetworkState,
     ResourceData,
     ResourceState,
-    StaleState,
-    StateUnavailable,
 )
 from .topology import (
     DEFAULT_EXCHANGE,
@@ -97,112 +113,6 @@ EVENT_PATTERNS: Final = ("resource.*", "network.*.*", "network-batch.*", "transf
 COMPLETION_PREFIX: Final = "jupiter.completions."
 _YIELD_EVERY: Final = 256  # events handled before the pump lets other tasks run
 _CLOSE_TIMEOUT: Final = 10.0
-
-
-# -- errors ---------------------------------------------------------------------------------
-
-
-class InterfaceClosed(JupiterBusError):
-    """The :class:`JupiterInterface` is not open (not entered, closed, or its feed failed)."""
-
-
-class TransferFailed(JupiterBusError):
-    """A transfer did not complete; the subclass says why (the result's ``error.kind``).
-
-    ``result`` is the worker's :class:`~jupiter_bus.messages.TransferResult` (``None``
-    when the failure happened before any worker answered); ``job_id`` the request id;
-    ``node`` the executing node. The message never contains the password.
-
-    Example::
-
-        try:
-            await bus.data_transfer(ip, user, password, src, dst)
-        except AuthError:
-            ...                      # wrong credentials: do not retry
-        except TransferFailed as exc:
-            print(exc.kind, exc.result)
-    """
-
-    kind: ClassVar[ErrorKind] = "remote"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        result: TransferResult | None = None,
-        job_id: str | None = None,
-        node: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.result = result
-        self.job_id = job_id if job_id is not None else (result.request_id if result else None)
-        self.node = node if node is not None else (result.node if result else None)
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class AuthError(TransferFailed):
-    """Authentication failed (wrong password or key, unknown host key): do not retry."""
-
-    kind = "auth"
-
-
-class Unreachable(TransferFailed):
-    """The destination host, or the executing node itself, could not be reached."""
-
-    kind = "unreachable"
-
-
-class NotFound(TransferFailed):
-    """The source file or the destination folder does not exist."""
-
-    kind = "not_found"
-
-
-class PermissionDenied(TransferFailed):
-    """Reading the source or writing the destination was refused."""
-
-    kind = "permission"
-
-
-class TransferTimeout(TransferFailed, TimeoutError):
-    """The transfer ran out of time (the worker answered ``timeout``)."""
-
-    kind = "timeout"
-
-
-class NoReply(TransferTimeout):
-    """No result arrived within the caller's timeout; the job may still run.
-
-    Its result will still land on the completion queue and ``transfer.done.<node>``.
-    """
-
-
-class RemoteError(TransferFailed):
-    """The remote side failed in another way (SSH or SFTP error, disk full...)."""
-
-    kind = "remote"
-
-
-class InvalidRequest(TransferFailed, ValueError):
-    """The request itself is wrong (bad field, missing executing node...)."""
-
-    kind = "invalid"
-
-
-_ERRORS: Final[dict[str, type[TransferFailed]]] = {
-    cls.kind: cls
-    for cls in (
-        AuthError,
-        Unreachable,
-        NotFound,
-        PermissionDenied,
-        TransferTimeout,
-        RemoteError,
-        InvalidRequest,
-    )
-}
 
 
 # -- live feeds -----------------------------------------------------------------------------
@@ -1304,7 +1214,7 @@ def _checked(result: TransferResult, password: str | None) -> TransferResult:
     message = result.error.message
     if password:
         message = message.replace(password, "***")
-    cls = _ERRORS.get(kind, RemoteError)
+    cls = transfer_error(kind)
     raise cls(
         f"transfer {result.request_id} via node {result.node} failed ({kind}): {message}",
         result=result,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .batch import BATCH_CONTENT_TYPE, LinkBatch
-from .errors import ConfigError, MessageError
+from .errors import MessageError, ProviderError
 from .messages import LinkCost, decode, encode
 from .topology import EVENTS_EXCHANGE, network_batch_key, network_key
 from .transport import Transport
@@ -44,10 +44,6 @@ from .transport.base import JSON_CONTENT_TYPE
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "jupiter_bus.providers"
-
-
-class ProviderError(ConfigError):
-    """A provider could not be found, loaded or configured."""
 
 
 @dataclass(frozen=True, slots=True)

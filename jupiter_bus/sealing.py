@@ -19,13 +19,9 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from .errors import JupiterBusError
+from .errors import SealError
 
 PREFIX = "sealed:"
-
-
-class SealError(JupiterBusError, ValueError):
-    """A sealed password could not be opened (wrong key, damaged token) or a key is bad."""
 
 
 def new_key() -> bytes:

@@ -45,7 +45,7 @@ import numpy.typing as npt
 import orjson
 
 from .batch import LinkBatch
-from .errors import JupiterBusError
+from .errors import StaleState, StateError, StateUnavailable, UnknownLink, UnknownNode
 from .messages import LinkCost, ResourceSample
 from .topology import check_node
 
@@ -80,74 +80,6 @@ _EXAMPLES: Final = 20
 # Copy-on-write decides by reference counts whether a snapshot is still alive; elsewhere
 # than CPython every change after a snapshot copies (always correct, just slower).
 _REFCOUNT_COW: Final = sys.implementation.name == "cpython"
-
-
-# -- errors ------------------------------------------------------------------------------
-
-
-class StateError(JupiterBusError):
-    """Base class of the errors about live state."""
-
-
-class UnknownNode(StateError, KeyError):
-    """A node name (or index) that the snapshot does not hold."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class UnknownLink(StateError, KeyError):
-    """A link for which no cost has been received."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class StateUnavailable(StateError, TimeoutError):
-    """The requested state did not arrive in time; ``missing`` names what is absent.
-
-    Example::
-
-        try:
-            data = await bus.get_network_data(nodes=["n1", "n2"], timeout=5)
-        except StateUnavailable as exc:
-            print(exc.missing)   # ('n1->n2',) ...
-    """
-
-    def __init__(self, message: str, *, missing: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.missing: tuple[str, ...] = tuple(missing)
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class StaleState(StateError):
-    """Every requested entry is older than ``max_age`` (judged by receipt time).
-
-    ``stale`` names them (at most a few examples; ``count`` says how many) and ``data``
-    is the snapshot, for a caller who decides to use old values after all.
-
-    Example::
-
-        try:
-            data = await bus.get_resource_data(max_age=30)
-        except StaleState as exc:
-            data = exc.data  # accept old values, knowingly
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        stale: Sequence[str] = (),
-        count: int = 0,
-        data: NetworkData | ResourceData | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.stale: tuple[str, ...] = tuple(stale)
-        self.count = count or len(self.stale)
-        self.data = data
 
 
 # -- change notification -------------------------------------------------------------------

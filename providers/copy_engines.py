@@ -37,23 +37,13 @@ from typing import Any, ClassVar
 
 import asyncssh
 
-from jupiter_bus.messages import ErrorKind
+from jupiter_bus.errors import CopyFailure
 
 from .ssh_pool import SshPool
 
 TEMP_MARK = ".jbpart-"
 SMALL_FILE_BYTES = 64 * 1024
 """Files up to this size are sent with a single SFTP write."""
-
-
-class CopyFailure(Exception):
-    """A copy failed; ``kind`` is the contract's error kind, ``transient`` allows a retry."""
-
-    def __init__(self, kind: ErrorKind, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-        self.message = message
-        self.transient = transient
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

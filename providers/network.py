@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from jupiter_bus.costmodel import Fit, LinkModel, kbit
-from jupiter_bus.errors import JupiterBusError
+from jupiter_bus.errors import JupiterBusError, ProviderError
 from jupiter_bus.messages import (
     LinkCost,
     ResourceSample,
@@ -46,7 +46,7 @@ from jupiter_bus.messages import (
     decode,
     encode,
 )
-from jupiter_bus.plugins import NodeContext, Provider, ProviderError, TransferSample, wait_or_stop
+from jupiter_bus.plugins import NodeContext, Provider, TransferSample, wait_or_stop
 from jupiter_bus.receive import decoded_events
 from jupiter_bus.topology import TRANSFERS_EXCHANGE, check_node, network_key
 

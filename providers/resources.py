@@ -16,9 +16,9 @@ from typing import Any
 
 import psutil
 
-from jupiter_bus.errors import TransportError
+from jupiter_bus.errors import ProviderError, TransportError
 from jupiter_bus.messages import ResourceSample, encode
-from jupiter_bus.plugins import NodeContext, Provider, ProviderError, wait_or_stop
+from jupiter_bus.plugins import NodeContext, Provider, wait_or_stop
 from jupiter_bus.topology import resource_key
 
 log = logging.getLogger(__name__)

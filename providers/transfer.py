@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from jupiter_bus import sealing
-from jupiter_bus.errors import TransportError
+from jupiter_bus.errors import CopyFailure, ProviderError, SealError, TransportError
 from jupiter_bus.messages import (
     TRANSFER_ENGINES,
     TransferError,
@@ -46,13 +46,12 @@ from jupiter_bus.messages import (
     encode,
     redact,
 )
-from jupiter_bus.plugins import NodeContext, Provider, ProviderError, TransferSample
+from jupiter_bus.plugins import NodeContext, Provider, TransferSample
 from jupiter_bus.receive import decode_delivery
 from jupiter_bus.topology import EVENTS_EXCHANGE, transfer_done_key
 from jupiter_bus.transport import Delivery, Envelope, WorkQueueOptions
 
 from .copy_engines import (
-    CopyFailure,
     CopyJob,
     Engine,
     LocalEngine,
@@ -370,7 +369,7 @@ class TransferProvider(Provider):
                 )
             try:
                 return sealing.unseal(password, self.seal_key)
-            except sealing.SealError as exc:
+            except SealError as exc:
                 raise CopyFailure("invalid", str(exc)) from None
         if self.require_sealed:
             raise CopyFailure("invalid", "this worker accepts sealed passwords only")

@@ -15,8 +15,9 @@ import psutil
 import pytest
 
 from jupiter_bus.agent import Agent, RestartPolicy
+from jupiter_bus.errors import ProviderError
 from jupiter_bus.messages import ResourceSample, decode
-from jupiter_bus.plugins import ProviderError, available_providers, load_provider
+from jupiter_bus.plugins import available_providers, load_provider
 from jupiter_bus.transport import Transport, connect
 
 from .conftest import AMQP_URL, eventually

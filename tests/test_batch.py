@@ -28,10 +28,10 @@ from jupiter_bus.batch import (
     LinkBatch,
     decode_batch,
 )
-from jupiter_bus.errors import MessageError
+from jupiter_bus.errors import MessageError, ProviderError
 from jupiter_bus.facade import JupiterInterface
 from jupiter_bus.messages import LinkCost, ResourceSample, decode, encode
-from jupiter_bus.plugins import NodeContext, ProviderError
+from jupiter_bus.plugins import NodeContext
 from jupiter_bus.receive import decode_event
 from jupiter_bus.state import NetworkState
 from jupiter_bus.topology import (

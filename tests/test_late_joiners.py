@@ -20,9 +20,10 @@ import pytest
 
 from jupiter_bus.agent import SNAPSHOT_REQUEST_KEY, Agent, SnapshotRequest
 from jupiter_bus.costmodel import kbit
+from jupiter_bus.errors import ProviderError
 from jupiter_bus.facade import JupiterInterface
 from jupiter_bus.messages import LinkCost, ResourceSample, decode, encode
-from jupiter_bus.plugins import NodeContext, ProviderError
+from jupiter_bus.plugins import NodeContext
 from jupiter_bus.state import StateUnavailable
 from jupiter_bus.topology import (
     DEAD_EXCHANGE,

@@ -14,13 +14,14 @@ import psutil
 import pytest
 from jupiter_providers.copy_engines import (
     TEMP_MARK,
-    CopyFailure,
     CopyJob,
     SftpEngine,
     SmallFileChannel,
     _has_posix_rename,
 )
 from jupiter_providers.ssh_pool import SshOptions, SshPool
+
+from jupiter_bus.errors import CopyFailure
 
 from .sshd import SshServer
 
