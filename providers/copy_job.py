@@ -1,0 +1,155 @@
+"""What every copy engine works on: the job, the engine interface and how failures are named.
+
+A :class:`CopyJob` is one file to copy; its :attr:`~CopyJob.temp_destination` is the
+name an engine writes to before renaming, derived from the job's idempotency key so a
+rerun after a crash reuses (and replaces) what the crashed run left. :func:`classify`
+turns whatever SSH, SFTP or the local file system raised into a :class:`CopyFailure`
+with the contract's error kind.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import hashlib
+import os
+import posixpath
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import asyncssh
+
+from jupiter_bus.errors import CopyFailure
+
+__all__ = ["TEMP_MARK", "CopyJob", "Engine", "classify", "local_file_size"]
+
+TEMP_MARK = ".jbpart-"
+"""Marks a temporary name: ``.<name>.jbpart-<digest of the idempotency key>``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CopyJob:
+    """One file to copy: local ``source`` to ``destination`` on ``user@host:port``.
+
+    Example::
+
+        job = CopyJob(host="10.0.0.12", port=22, user="jupiter", source="/data/a.bin",
+                      destination="/srv/in/a.bin", idempotency_key="job-17")
+        job.temp_destination  # '/srv/in/.a.bin.jbpart-...'
+    """
+
+    host: str
+    port: int
+    user: str
+    password: str | None = field(default=None, repr=False)
+    source: str
+    destination: str
+    idempotency_key: str
+    create_dirs: bool = False
+    size_bytes: int = -1
+    """The source's size when the caller knows it (-1: unknown)."""
+
+    @property
+    def where(self) -> str:
+        """``user@host:port``, for messages (never with a secret)."""
+        return f"{self.user}@{self.host}:{self.port}"
+
+    @property
+    def temp_destination(self) -> str:
+        """The temporary name the copy is written to before the final rename."""
+        digest = hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:16]
+        folder, name = posixpath.split(self.destination)
+        return posixpath.join(folder, f".{name}{TEMP_MARK}{digest}")
+
+
+class Engine(abc.ABC):
+    """One way of copying a file; engines are shared by all jobs of a worker.
+
+    Example::
+
+        engine: Engine = LocalEngine()
+        await engine.copy(job)  # raises CopyFailure when the copy fails
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    async def copy(self, job: CopyJob) -> None:
+        """Copy ``job.source`` to its destination, atomically; raise :class:`CopyFailure`."""
+
+
+def classify(exc: BaseException, job: CopyJob) -> CopyFailure:
+    """Map an exception from SSH, SFTP or the local file system to a :class:`CopyFailure`.
+
+    Example::
+
+        try:
+            await sftp.put(job.source, temp)
+        except Exception as exc:
+            raise classify(exc, job) from None
+    """
+    if isinstance(exc, CopyFailure):
+        return exc
+    where = job.where
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return CopyFailure("auth", f"host key of {job.host}:{job.port} is not in known_hosts")
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return CopyFailure("auth", f"authentication failed for {where}")
+    if isinstance(exc, asyncssh.SFTPNoSuchFile):
+        return CopyFailure("not_found", f"no such file or folder on {where}: {exc.reason}")
+    if isinstance(exc, asyncssh.SFTPPermissionDenied):
+        return CopyFailure("permission", f"permission denied on {where}: {exc.reason}")
+    if isinstance(exc, asyncssh.SFTPError):
+        # asyncssh's SCP reports the remote scp's own words as a generic failure
+        reason = str(exc.reason)
+        if "permission denied" in reason.lower():
+            return CopyFailure("permission", f"permission denied on {where}: {reason}")
+        if "no such file" in reason.lower():
+            return CopyFailure("not_found", f"no such file or folder on {where}: {reason}")
+        return CopyFailure("remote", f"SFTP error on {where}: {reason}")
+    if isinstance(exc, asyncssh.DisconnectError | asyncssh.ConnectionLost):
+        return CopyFailure(
+            "unreachable", f"SSH connection to {where} lost: {exc.reason}", transient=True
+        )
+    if isinstance(exc, TimeoutError):
+        return CopyFailure("timeout", f"timed out talking to {where}", transient=True)
+    if isinstance(exc, socket.gaierror):
+        return CopyFailure("unreachable", f"cannot resolve {job.host}", transient=True)
+    if isinstance(exc, FileNotFoundError):
+        return CopyFailure("not_found", f"no such file: {exc.filename or job.source}")
+    if isinstance(exc, PermissionError):
+        return CopyFailure("permission", f"permission denied: {exc.filename or job.source}")
+    if isinstance(exc, IsADirectoryError):
+        return CopyFailure("invalid", f"is a folder, not a file: {exc.filename or job.source}")
+    if isinstance(exc, ConnectionError | OSError) and (
+        isinstance(exc, ConnectionError)
+        or exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED, errno.ETIMEDOUT)
+    ):
+        return CopyFailure(
+            "unreachable",
+            f"cannot reach {job.host}:{job.port}: {exc.strerror or exc}",
+            transient=True,
+        )
+    return CopyFailure("remote", f"{type(exc).__name__} copying to {where}")
+
+
+def local_file_size(path: str) -> int:
+    """Size of the local source file; raises :class:`CopyFailure` when it is not a readable file.
+
+    Example::
+
+        size = local_file_size("/data/a.bin")  # before building the CopyJob
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise CopyFailure("not_found", f"no such file on the executing node: {path}") from None
+    except PermissionError:
+        raise CopyFailure("permission", f"cannot read {path} on the executing node") from None
+    except OSError as exc:
+        raise CopyFailure("invalid", f"cannot use {path}: {exc.strerror}") from None
+    if not Path(path).is_file():
+        raise CopyFailure("invalid", f"not a regular file: {path}")
+    return info.st_size
