@@ -1,0 +1,61 @@
+"""The copy engines' modules: each lists exactly what it defines, and the
+``copy_engines`` facade still offers every name the worker, tests and bench import."""
+
+from __future__ import annotations
+
+import inspect
+import types
+
+import jupiter_providers.asyncssh_engines
+import jupiter_providers.copy_engines
+import jupiter_providers.copy_job
+import jupiter_providers.local_copy
+import jupiter_providers.openssh_scp
+import jupiter_providers.sftp_small
+import pytest
+
+LAYERS = [
+    jupiter_providers.copy_job,
+    jupiter_providers.sftp_small,
+    jupiter_providers.asyncssh_engines,
+    jupiter_providers.openssh_scp,
+    jupiter_providers.local_copy,
+]
+
+
+def defined_public_names(module: types.ModuleType) -> set[str]:
+    names = set()
+    for name, obj in vars(module).items():
+        if name.startswith("_") or inspect.ismodule(obj):
+            continue
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            if obj.__module__ == module.__name__:
+                names.add(name)
+        elif name.isupper():  # a constant
+            names.add(name)
+    return names
+
+
+@pytest.mark.parametrize("module", LAYERS, ids=lambda m: m.__name__)
+def test_all_is_exactly_what_the_module_defines_and_each_is_documented(
+    module: types.ModuleType,
+) -> None:
+    assert set(module.__all__) == defined_public_names(module)
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), f"{module.__name__}.{name} has no docstring"
+
+
+def test_facade_offers_every_name_used_from_it() -> None:
+    facade = jupiter_providers.copy_engines
+    used = {
+        "CopyFailure", "CopyJob", "Engine", "LocalEngine", "OpenSshOptions",
+        "OpenSshScpEngine", "ScpEngine", "SftpEngine", "SmallFileChannel", "TEMP_MARK",
+        "local_file_size", "_has_posix_rename",
+    }  # fmt: skip
+    assert all(hasattr(facade, name) for name in used)
+    for name in facade.__all__:
+        home = next((m for m in LAYERS if name in m.__all__), None)
+        if home is not None:
+            assert getattr(facade, name) is getattr(home, name)
