@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,18 +44,14 @@ from aio_pika.abc import (
 from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from .base import (
-    DEFAULT_MAX_BACKLOG,
-    DEFAULT_MAX_BACKLOG_BYTES,
-    JSON_CONTENT_TYPE,
     Consumer,
     Delivery,
     Envelope,
-    Headers,
     HeaderValue,
+    Outgoing,
     Subscription,
+    SubscriptionSpec,
     Transport,
-    await_reply,
-    check_prefetch,
     safe_url,
 )
 
@@ -128,112 +124,105 @@ class AmqpDelivery(Delivery):
         await self._transport.dead_letter(self.envelope, reason, body=body)
 
 
+class _OwnChannel:
+    """A channel of its own and the buffer its consumer callback fills.
+
+    What an AMQP consumer and subscription share: its prefetch is its own, and closing
+    the channel hands its unacked deliveries back to the broker.
+    """
+
+    __slots__ = ("buffer", "channel", "queue", "transport")
+
+    def __init__(self, transport: AmqpTransport) -> None:
+        self.transport = transport
+        self.buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self.channel: AbstractRobustChannel | None = None
+        self.queue: AbstractRobustQueue | None = None
+
+    async def open(self, prefetch: int) -> AbstractRobustChannel:
+        channel = await self.transport.open_channel()
+        self.channel = channel
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def consume(self, queue: AbstractRobustQueue) -> None:
+        self.queue = queue  # strong reference: restored after reconnects
+        await queue.consume(self.on_message, no_ack=False)
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        self.buffer.put_nowait(message)
+
+    async def close(self) -> None:
+        self.buffer.put_nowait(None)
+        channel, self.channel, self.queue = self.channel, None, None
+        if channel is not None:
+            # Closing the channel cancels the consumer (an auto-delete queue goes with
+            # it); deleting a queue first would make the broker cancel a live consumer,
+            # which aio-pika treats as a reason to reconnect.
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+
 class AmqpConsumer(Consumer):
     """Consumes one RabbitMQ work queue on its own channel with a prefetch limit."""
 
     def __init__(self, transport: AmqpTransport, queue: str, prefetch: int) -> None:
-        self._transport = transport
-        self._queue_name = queue
-        self._prefetch = check_prefetch(prefetch)
-        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
-        self._channel: AbstractRobustChannel | None = None
-        self._queue: AbstractRobustQueue | None = None
-        self._closed = False
+        super().__init__(transport, queue, prefetch)
+        self._own = _OwnChannel(transport)
 
-    async def start(self) -> None:
-        channel = await self._transport.open_channel()
-        self._channel = channel
+    async def _start(self) -> None:
         try:
-            await channel.set_qos(prefetch_count=self._prefetch)
-            self._queue = await channel.declare_queue(self._queue_name, passive=True)
-            await self._queue.consume(self._on_message, no_ack=False)
+            channel = await self._own.open(self._prefetch)
+            await self._own.consume(await channel.declare_queue(self._queue_name, passive=True))
         except aiormq.exceptions.ChannelNotFoundEntity:
             await self.close()
             raise TransportError(
                 f"no queue {self._queue_name!r}: declare it before consuming"
             ) from None
-        self._transport.track(self)
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._buffer.put_nowait(message)
 
     async def __anext__(self) -> AmqpDelivery:
+        buffer = self._own.buffer
         while True:
             if self._closed:
                 raise StopAsyncIteration
-            message = await self._buffer.get()
+            message = await buffer.get()
             if message is None:
                 raise StopAsyncIteration
             if not _is_stale(message):
-                return AmqpDelivery(message, self._transport)
+                return AmqpDelivery(message, self._own.transport)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._buffer.put_nowait(None)
-        channel, self._channel, self._queue = self._channel, None, None
-        if channel is not None:
-            with contextlib.suppress(Exception):
-                await channel.close()  # unacked deliveries go back to the queue
-        self._transport.untrack(self)
+    async def _close(self) -> None:
+        await self._own.close()
 
 
 class AmqpSubscription(Subscription):
     """A private queue (exclusive, bounded, drop-head) bound to topic patterns."""
 
-    def __init__(
-        self,
-        transport: AmqpTransport,
-        patterns: Sequence[str],
-        exchange: str,
-        max_backlog: int,
-        max_backlog_bytes: int,
-    ) -> None:
-        self._transport = transport
-        self._patterns = list(patterns)
-        self._exchange = exchange
-        self._max_backlog = max_backlog
-        self._max_backlog_bytes = max_backlog_bytes
-        self._name = f"jupiter.sub.{uuid.uuid4().hex}"
-        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
-        self._channel: AbstractRobustChannel | None = None
-        self._queue: AbstractRobustQueue | None = None
+    def __init__(self, transport: AmqpTransport, spec: SubscriptionSpec) -> None:
+        super().__init__(transport, spec, f"jupiter.sub.{uuid.uuid4().hex}")
+        self._own = _OwnChannel(transport)
         self._unacked: AbstractIncomingMessage | None = None
         self._taken = 0
-        self._closed = False
 
-    @property
-    def name(self) -> str:
-        """The private queue's name (``jupiter.sub.<hex>``), fixed from creation."""
-        return self._name
-
-    async def start(self) -> None:
-        if self._channel is not None:
+    async def _start(self) -> None:
+        if self._own.channel is not None:
             return
-        channel = await self._transport.open_channel()
-        self._channel = channel
-        await channel.set_qos(prefetch_count=_SUBSCRIPTION_PREFETCH)
+        channel = await self._own.open(_SUBSCRIPTION_PREFETCH)
         # A client-chosen name: after a reconnect aio-pika re-declares the same
         # queue (server-named "amq.gen-*" queues cannot be re-declared by name).
         queue = await channel.declare_queue(
-            self._name,
+            self.name,
             durable=False,
             exclusive=True,
             auto_delete=True,
             arguments={
-                "x-max-length": self._max_backlog,
-                "x-max-length-bytes": self._max_backlog_bytes,
+                "x-max-length": self.spec.max_backlog,
+                "x-max-length-bytes": self.spec.max_backlog_bytes,
             },
         )
-        self._queue = queue
-        for pattern in self._patterns:
-            await queue.bind(self._exchange, pattern)
-        await queue.consume(self._on_message, no_ack=False)
-        self._transport.track(self)
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._buffer.put_nowait(message)
+        for pattern in self.spec.patterns:
+            await queue.bind(self.spec.exchange, pattern)
+        await self._own.consume(queue)
 
     async def _ack_taken(self) -> None:
         message, self._unacked = self._unacked, None
@@ -242,10 +231,11 @@ class AmqpSubscription(Subscription):
                 await message.ack(multiple=True)
 
     async def __anext__(self) -> Envelope:
+        buffer = self._own.buffer
         while True:
-            if self._buffer.empty():
+            if buffer.empty():
                 await self._ack_taken()  # about to wait: let the broker send more
-            message = await self._buffer.get()
+            message = await buffer.get()
             if message is None or self._closed:
                 raise StopAsyncIteration
             if _is_stale(message):
@@ -256,19 +246,8 @@ class AmqpSubscription(Subscription):
                 await self._ack_taken()
             return _envelope(message)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._buffer.put_nowait(None)
-        channel, self._channel, self._queue = self._channel, None, None
-        if channel is not None:
-            # Closing the channel cancels the consumer and the auto-delete queue goes
-            # with it; deleting the queue first would make the broker cancel a live
-            # consumer, which aio-pika treats as a reason to reconnect.
-            with contextlib.suppress(Exception):
-                await channel.close()
-        self._transport.untrack(self)
+    async def _close(self) -> None:
+        await self._own.close()
 
 
 class AmqpTransport(Transport):
@@ -298,7 +277,7 @@ class AmqpTransport(Transport):
         parts = urlsplit(url)
         if parts.scheme not in ("amqp", "amqps"):
             raise InvalidURL(f"not an AMQP URL: {safe_url(url)}")
-        self.url = url
+        super().__init__(url)
         self.connection_name = connection_name or f"jupiter-bus pid {os.getpid()}"
         self.publish_timeout = publish_timeout
         self.reconnect_interval = reconnect_interval
@@ -306,12 +285,10 @@ class AmqpTransport(Transport):
         self._channel: AbstractRobustChannel | None = None
         self._admin: AbstractRobustChannel | None = None
         self._exchanges: dict[tuple[int, str], AbstractExchange] = {}
-        self._owned: set[AmqpConsumer | AmqpSubscription] = set()
         self._rpc_channel: AbstractRobustChannel | None = None
         self._rpc_queue: AbstractRobustQueue | None = None
         self._rpc_lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"AmqpTransport({safe_url(self.url)!r})"
@@ -367,22 +344,7 @@ class AmqpTransport(Transport):
         assert isinstance(channel, aio_pika.RobustChannel)
         return channel
 
-    def track(self, owned: AmqpConsumer | AmqpSubscription) -> None:
-        self._owned.add(owned)
-
-    def untrack(self, owned: AmqpConsumer | AmqpSubscription) -> None:
-        self._owned.discard(owned)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TransportError(f"transport {safe_url(self.url)} is closed")
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for owned in list(self._owned):
-            await owned.close()
+    async def _disconnect(self) -> None:
         for waiter in self._pending.values():
             if not waiter.done():
                 waiter.set_exception(TransportError("transport closed before the reply came"))
@@ -400,49 +362,28 @@ class AmqpTransport(Transport):
             self._exchanges[(id(channel), name)] = exchange
         return exchange
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        headers: Headers | None = None,
-        persistent: bool = False,
-        mandatory: bool = False,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        message_id: str | None = None,
-        content_type: str = JSON_CONTENT_TYPE,
-    ) -> None:
-        self._check_open()
+    def _send(self, message: Outgoing) -> Coroutine[Any, Any, None]:
         if self._channel is None:
             raise TransportError("transport not connected: call connect() first")
-        await self._publish_on(
-            self._channel,
-            exchange,
-            routing_key,
-            aio_pika.Message(
-                body,
-                headers=dict(headers) if headers else None,
-                content_type=content_type,
-                delivery_mode=DeliveryMode.PERSISTENT
-                if persistent
-                else DeliveryMode.NOT_PERSISTENT,
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-                message_id=message_id,
-            ),
-            mandatory,
-        )
+        return self._publish_on(self._channel, message)
 
-    async def _publish_on(
-        self,
-        channel: AbstractRobustChannel,
-        exchange: str,
-        routing_key: str,
-        message: aio_pika.Message,
-        mandatory: bool,
-    ) -> None:
+    async def _publish_on(self, channel: AbstractRobustChannel, outgoing: Outgoing) -> None:
+        exchange, routing_key, mandatory = (
+            outgoing.exchange,
+            outgoing.routing_key,
+            outgoing.mandatory,
+        )
+        message = aio_pika.Message(
+            outgoing.body,
+            headers=dict(outgoing.headers) if outgoing.headers else None,
+            content_type=outgoing.content_type,
+            delivery_mode=DeliveryMode.PERSISTENT
+            if outgoing.persistent
+            else DeliveryMode.NOT_PERSISTENT,
+            correlation_id=outgoing.correlation_id,
+            reply_to=outgoing.reply_to,
+            message_id=outgoing.message_id,
+        )
         deadline = time.monotonic() + self.publish_timeout
         timeout: float | None = None  # no timer per publish on the fast path (it costs)
         while True:
@@ -477,14 +418,9 @@ class AmqpTransport(Transport):
                     continue
                 timeout = max(0.001, deadline - time.monotonic())
 
-    async def declare_queue(
-        self,
-        name: str,
-        *,
-        bindings: Sequence[tuple[str, str]] = (),
-        arguments: Mapping[str, HeaderValue] | None = None,
+    async def _declare_queue(
+        self, name: str, bindings: Sequence[tuple[str, str]], arguments: Mapping[str, HeaderValue]
     ) -> None:
-        self._check_open()
         if self._admin is None:
             raise TransportError("transport not connected: call connect() first")
         try:
@@ -524,24 +460,13 @@ class AmqpTransport(Transport):
         result = await self._on_scratch_channel(name, "declare")
         return int(result.message_count or 0)
 
-    def subscribe(
-        self,
-        patterns: Sequence[str],
-        *,
-        exchange: str = EVENTS_EXCHANGE,
-        max_backlog: int = DEFAULT_MAX_BACKLOG,
-        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
-    ) -> AmqpSubscription:
-        self._check_open()
-        return AmqpSubscription(self, patterns, exchange, max_backlog, max_backlog_bytes)
+    def _subscription(self, spec: SubscriptionSpec) -> AmqpSubscription:
+        return AmqpSubscription(self, spec)
 
-    def consume(self, queue: str, *, prefetch: int = 16) -> AmqpConsumer:
-        self._check_open()
+    def _consumer(self, queue: str, prefetch: int) -> AmqpConsumer:
         return AmqpConsumer(self, queue, prefetch)
 
-    async def _rpc(self) -> AbstractRobustChannel:
-        if self._rpc_channel is not None:
-            return self._rpc_channel
+    async def _open_rpc(self) -> None:
         async with self._rpc_lock:
             if self._rpc_channel is None:
                 channel = await self.connection.channel(
@@ -551,48 +476,22 @@ class AmqpTransport(Transport):
                 await queue.consume(self._on_reply, no_ack=True)
                 self._rpc_queue = queue  # strong reference: restored after reconnects
                 self._rpc_channel = channel
-        assert self._rpc_channel is not None
-        return self._rpc_channel
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         waiter = self._pending.pop(message.correlation_id or "", None)
         if waiter is not None and not waiter.done():
             waiter.set_result(_envelope(message))
 
-    async def request(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        timeout: float,
-        headers: Headers | None = None,
-        persistent: bool = True,
-        mandatory: bool = True,
-        correlation_id: str | None = None,
-    ) -> Envelope:
-        self._check_open()
-        channel = await self._rpc()
-        correlation_id = correlation_id or uuid.uuid4().hex
-        waiter: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+    async def _expect_reply(self, correlation_id: str, waiter: asyncio.Future[Envelope]) -> str:
+        if self._rpc_channel is None:
+            await self._open_rpc()
         self._pending[correlation_id] = waiter
-        try:
-            await self._publish_on(
-                channel,
-                exchange,
-                routing_key,
-                aio_pika.Message(
-                    body,
-                    headers=dict(headers) if headers else None,
-                    content_type=JSON_CONTENT_TYPE,
-                    delivery_mode=(
-                        DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT
-                    ),
-                    correlation_id=correlation_id,
-                    reply_to=DIRECT_REPLY_TO,
-                ),
-                mandatory,
-            )
-            return await await_reply(waiter, timeout, exchange, routing_key)
-        finally:
-            self._pending.pop(correlation_id, None)
+        return DIRECT_REPLY_TO
+
+    def _forget_reply(self, reply_to: str, correlation_id: str) -> None:
+        self._pending.pop(correlation_id, None)
+
+    def _send_request(self, message: Outgoing) -> Coroutine[Any, Any, None]:
+        # Direct reply-to: a request goes out on the channel that consumes its replies.
+        assert self._rpc_channel is not None, "_expect_reply opens the reply channel"
+        return self._publish_on(self._rpc_channel, message)

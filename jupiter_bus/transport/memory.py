@@ -28,19 +28,15 @@ from urllib.parse import urlsplit
 from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from .base import (
-    DEFAULT_MAX_BACKLOG,
-    DEFAULT_MAX_BACKLOG_BYTES,
-    JSON_CONTENT_TYPE,
     Consumer,
     Delivery,
     Envelope,
     ExchangeType,
-    Headers,
     HeaderValue,
+    Outgoing,
     Subscription,
+    SubscriptionSpec,
     Transport,
-    await_reply,
-    check_prefetch,
     topic_matches,
 )
 
@@ -242,21 +238,18 @@ class MemoryConsumer(Consumer):
     """Consumes one in-memory work queue with a prefetch limit."""
 
     def __init__(self, transport: MemoryTransport, queue: str, prefetch: int) -> None:
+        super().__init__(transport, queue, prefetch)
         self.transport = transport
-        self._queue_name = queue
-        self._prefetch = check_prefetch(prefetch)
         self._unacked: dict[int, Envelope] = {}
         self._tags = itertools.count(1)
         self._waiter: asyncio.Future[None] | None = None
         self._queue: _Queue | None = None
-        self._closed = False
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         queue = self.transport.broker.queues.get(self._queue_name)
         if queue is None:
             raise TransportError(f"no queue {self._queue_name!r}: declare it before consuming")
         self._queue = queue
-        self.transport.track(self)
 
     async def __anext__(self) -> MemoryDelivery:
         queue = self._queue
@@ -296,53 +289,29 @@ class MemoryConsumer(Consumer):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
         if self._queue is not None and self._unacked:
             self._queue.put_back(list(self._unacked.values()))
         self._unacked.clear()
         self._wake()
-        self.transport.untrack(self)
 
 
 class MemorySubscription(Subscription):
     """A private, bounded in-memory queue bound to topic patterns."""
 
-    def __init__(
-        self,
-        transport: MemoryTransport,
-        patterns: Sequence[str],
-        exchange: str,
-        max_backlog: int,
-        max_backlog_bytes: int,
-    ) -> None:
+    def __init__(self, transport: MemoryTransport, spec: SubscriptionSpec) -> None:
+        super().__init__(transport, spec, f"memory.sub.{uuid.uuid4().hex}")
         self.transport = transport
-        self._patterns = list(patterns)
-        self._exchange = exchange
-        self._max_backlog = max_backlog
-        self._max_backlog_bytes = max_backlog_bytes
-        self._name = f"memory.sub.{uuid.uuid4().hex}"
         self._queue: _Queue | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
 
-    @property
-    def name(self) -> str:
-        """The private queue's name (``memory.sub.<hex>``), fixed from creation."""
-        return self._name
-
-    async def start(self) -> None:
+    async def _start(self) -> None:
         if self._queue is not None:
             return
-        broker = self.transport.broker
-        self._queue = broker.declare_queue(
-            self._name, {}, self._max_backlog, self._max_backlog_bytes
-        )
-        for pattern in self._patterns:
-            broker.bind(self._name, self._exchange, pattern)
-        self.transport.track(self)
+        broker, spec = self.transport.broker, self.spec
+        self._queue = broker.declare_queue(self.name, {}, spec.max_backlog, spec.max_backlog_bytes)
+        for pattern in spec.patterns:
+            broker.bind(self.name, spec.exchange, pattern)
 
     async def __anext__(self) -> Envelope:
         queue = self._queue
@@ -365,16 +334,12 @@ class MemorySubscription(Subscription):
                 if not waiter.done():
                     waiter.cancel()
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.transport.broker.delete_queue(self._name)
+    async def _close(self) -> None:
+        self.transport.broker.delete_queue(self.name)
         if self._queue is not None:
             self._queue.clear()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-        self.transport.untrack(self)
 
 
 class MemoryTransport(Transport):
@@ -387,11 +352,9 @@ class MemoryTransport(Transport):
     """
 
     def __init__(self, url: str = "memory://", *, connection_name: str | None = None) -> None:
-        self.url = url
+        super().__init__(url)
         self.connection_name = connection_name or "memory"
         self.broker = _broker_for(url)
-        self._owned: set[MemoryConsumer | MemorySubscription] = set()
-        self._closed = False
 
     async def connect(self) -> None:
         broker = self.broker
@@ -401,60 +364,26 @@ class MemoryTransport(Transport):
         broker.declare_queue(DEAD_QUEUE, {})
         broker.bind(DEAD_QUEUE, DEAD_EXCHANGE, "")
 
-    def track(self, owned: MemoryConsumer | MemorySubscription) -> None:
-        self._owned.add(owned)
-
-    def untrack(self, owned: MemoryConsumer | MemorySubscription) -> None:
-        self._owned.discard(owned)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for owned in list(self._owned):
-            await owned.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TransportError(f"transport {self.url} is closed")
-
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        headers: Headers | None = None,
-        persistent: bool = False,
-        mandatory: bool = False,
-        correlation_id: str | None = None,
-        reply_to: str | None = None,
-        message_id: str | None = None,
-        content_type: str = JSON_CONTENT_TYPE,
-    ) -> None:
-        self._check_open()
-        envelope = Envelope(
-            body=bytes(body),
-            exchange=exchange,
-            routing_key=routing_key,
-            headers=dict(headers) if headers else {},
-            content_type=content_type,
-            correlation_id=correlation_id,
-            reply_to=reply_to,
-            message_id=message_id,
+    async def _send(self, message: Outgoing) -> None:
+        envelope = Envelope(  # positional: keywords cost a quarter of a microsecond here
+            bytes(message.body),
+            message.exchange,
+            message.routing_key,
+            dict(message.headers) if message.headers else {},
+            message.content_type,
+            message.correlation_id,
+            message.reply_to,
+            message.message_id,
         )
-        if not self.broker.route(envelope) and mandatory:
-            raise Unroutable(f"no queue is bound to {exchange!r} for routing key {routing_key!r}")
+        if not self.broker.route(envelope) and message.mandatory:
+            raise Unroutable(
+                f"no queue is bound to {message.exchange!r} for routing key {message.routing_key!r}"
+            )
 
-    async def declare_queue(
-        self,
-        name: str,
-        *,
-        bindings: Sequence[tuple[str, str]] = (),
-        arguments: Mapping[str, HeaderValue] | None = None,
+    async def _declare_queue(
+        self, name: str, bindings: Sequence[tuple[str, str]], arguments: Mapping[str, HeaderValue]
     ) -> None:
-        self._check_open()
-        self.broker.declare_queue(name, arguments or {})
+        self.broker.declare_queue(name, arguments)
         for exchange, key in bindings:
             self.broker.bind(name, exchange, key)
 
@@ -467,52 +396,19 @@ class MemoryTransport(Transport):
             raise TransportError(f"no queue {name!r}")
         return len(queue.ready)
 
-    def subscribe(
-        self,
-        patterns: Sequence[str],
-        *,
-        exchange: str = EVENTS_EXCHANGE,
-        max_backlog: int = DEFAULT_MAX_BACKLOG,
-        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
-    ) -> MemorySubscription:
-        self._check_open()
-        return MemorySubscription(self, patterns, exchange, max_backlog, max_backlog_bytes)
+    def _subscription(self, spec: SubscriptionSpec) -> MemorySubscription:
+        return MemorySubscription(self, spec)
 
-    def consume(self, queue: str, *, prefetch: int = 16) -> MemoryConsumer:
-        self._check_open()
+    def _consumer(self, queue: str, prefetch: int) -> MemoryConsumer:
         return MemoryConsumer(self, queue, prefetch)
 
-    async def request(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        timeout: float,
-        headers: Headers | None = None,
-        persistent: bool = True,
-        mandatory: bool = True,
-        correlation_id: str | None = None,
-    ) -> Envelope:
-        self._check_open()
+    async def _expect_reply(self, correlation_id: str, waiter: asyncio.Future[Envelope]) -> str:
         reply_to = _REPLY_PREFIX + uuid.uuid4().hex
-        correlation_id = correlation_id or uuid.uuid4().hex
-        waiter: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self.broker.replies[reply_to] = waiter
-        try:
-            await self.publish(
-                exchange,
-                routing_key,
-                body,
-                headers=headers,
-                persistent=persistent,
-                mandatory=mandatory,
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-            )
-            return await await_reply(waiter, timeout, exchange, routing_key)
-        finally:
-            self.broker.replies.pop(reply_to, None)
+        return reply_to
+
+    def _forget_reply(self, reply_to: str, correlation_id: str) -> None:
+        self.broker.replies.pop(reply_to, None)
 
 
 def memory_broker_names() -> list[str]:
