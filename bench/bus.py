@@ -41,17 +41,15 @@ end.
 from __future__ import annotations
 
 import abc
-import argparse
 import asyncio
 import gc
-import importlib.metadata
-import math
 import platform
 import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import aio_pika
@@ -64,11 +62,18 @@ from aio_pika.abc import (
     DeliveryMode,
 )
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+from harness import broker
+from harness.environment import versions
+from harness.loop import use_uvloop
+from harness.options import add_rounds, add_uvloop, bench_parser
+from harness.rounds import rotated
+from harness.stats import Percentiles, median_ratio, ratios
+from harness.tables import Ruled, figure_text, print_table, ratio_text, verdict
+from harness.window import Timed, in_window
 
 from jupiter_bus.topology import EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from jupiter_bus.transport import Delivery, Transport, connect
 
-DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 JSON: Final = "application/json"
 DIRECT_REPLY_TO: Final = "amq.rabbitmq.reply-to"
 WINDOW: Final = 100
@@ -135,9 +140,7 @@ class Admin:
         return cls(connection, await connection.channel(publisher_confirms=True))
 
     def broker_version(self) -> str:
-        underlay = self._connection.transport
-        properties = underlay.connection.server_properties if underlay else {}
-        return str(properties.get("version", "?"))
+        return broker.server_version(self._connection)
 
     async def declare(self, names: Names) -> None:
         for name, exchange in (
@@ -406,31 +409,6 @@ class FastStream(Contender):
 # -- drivers: the same loops time every contender ----------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Timed:
-    """One sample: wall-clock seconds, and CPU seconds this process spent meanwhile."""
-
-    wall_s: float
-    cpu_s: float
-
-
-async def in_window(count: int, window: int, work: Callable[[], Awaitable[None]]) -> Timed:
-    """Run ``work`` ``count`` times with ``window`` calls in flight."""
-    remaining = count
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            await work()
-
-    wall, cpu = time.perf_counter(), time.process_time()
-    async with asyncio.TaskGroup() as tasks:
-        for _ in range(min(window, count)):
-            tasks.create_task(worker())
-    return Timed(time.perf_counter() - wall, time.process_time() - cpu)
-
-
 async def publish_figures(contender: Contender, count: int, window: int) -> dict[str, float]:
     """Messages/s and CPU microseconds per message."""
     timed = await in_window(count, window, contender.publish)
@@ -444,11 +422,6 @@ async def consume_figures(contender: Contender, count: int) -> dict[str, float]:
     return {"": count / wall_s, "cpu": (time.process_time() - cpu) / count * 1e6}
 
 
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted samples."""
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
 async def request_figures(contender: Contender, count: int, window: int) -> dict[str, float]:
     """p50 and p99 round trip in ms, requests/s, CPU microseconds per request."""
     samples: list[float] = []
@@ -458,11 +431,11 @@ async def request_figures(contender: Contender, count: int, window: int) -> dict
         await contender.request()
         samples.append(time.perf_counter() - started)
 
-    timed = await in_window(count, window, one)
-    samples.sort()
+    timed: Timed = await in_window(count, window, one)
+    spread = Percentiles.of(samples)
     return {
-        "p50": percentile(samples, 0.50) * 1e3,
-        "p99": percentile(samples, 0.99) * 1e3,
+        "p50": spread.p50 * 1e3,
+        "p99": spread.p99 * 1e3,
         "rate": count / timed.wall_s,
         "cpu": timed.cpu_s / count * 1e6,
     }
@@ -498,35 +471,45 @@ CPU_ROWS: Final = (
 Results = dict[str, dict[str, list[float]]]
 
 
+async def take_turns(
+    contenders: Sequence[Contender],
+    results: Results,
+    prefix: str,
+    measure: Callable[[Contender], Awaitable[dict[str, float]]],
+    *,
+    before: Callable[[Contender], Awaitable[None]] | None = None,
+    after: Callable[[Contender], Awaitable[None]] | None = None,
+) -> None:
+    """One figure for every contender in turn: ``before`` and ``after`` it are untimed."""
+    for contender in contenders:
+        if before is not None:
+            await before(contender)
+        gc.collect()
+        for name, value in (await measure(contender)).items():
+            row = f"{prefix}.{name}" if name else prefix
+            results.setdefault(row, {}).setdefault(contender.key, []).append(value)
+        if after is not None:
+            await after(contender)
+
+
 async def one_round(
     contenders: Sequence[Contender], admin: Admin, settings: Settings, results: Results
 ) -> None:
     """Every figure once for every contender, contenders taking turns figure by figure."""
+    s = settings
 
-    def record(prefix: str, contender: Contender, figures: dict[str, float]) -> None:
-        for name, value in figures.items():
-            row = f"{prefix}.{name}" if name else prefix
-            results.setdefault(row, {}).setdefault(contender.key, []).append(value)
+    async def purge(contender: Contender) -> None:
+        await admin.purge(contender.names.events)
 
-    for prefix, count, window in (
-        ("pub1", settings.publish_one_count, 1),
-        ("pub100", settings.publish_window_count, WINDOW),
-    ):
-        for contender in contenders:
-            gc.collect()
-            record(prefix, contender, await publish_figures(contender, count, window))
-            await admin.purge(contender.names.events)
-    for contender in contenders:
-        await admin.fill(contender.names.work, settings.consume_count, settings.sample_timeout_s)
-        gc.collect()
-        record("consume", contender, await consume_figures(contender, settings.consume_count))
-    for prefix, count, window in (
-        ("rr1", settings.request_one_count, 1),
-        ("rr100", settings.request_window_count, WINDOW),
-    ):
-        for contender in contenders:
-            gc.collect()
-            record(prefix, contender, await request_figures(contender, count, window))
+    async def fill(contender: Contender) -> None:
+        await admin.fill(contender.names.work, s.consume_count, s.sample_timeout_s)
+
+    turns = partial(take_turns, contenders, results)
+    await turns("pub1", lambda c: publish_figures(c, s.publish_one_count, 1), after=purge)
+    await turns("pub100", lambda c: publish_figures(c, s.publish_window_count, WINDOW), after=purge)
+    await turns("consume", lambda c: consume_figures(c, s.consume_count), before=fill)
+    await turns("rr1", lambda c: request_figures(c, s.request_one_count, 1))
+    await turns("rr100", lambda c: request_figures(c, s.request_window_count, WINDOW))
 
 
 async def warm_up(contenders: Sequence[Contender], admin: Admin) -> None:
@@ -540,12 +523,6 @@ async def warm_up(contenders: Sequence[Contender], admin: Admin) -> None:
         await request_figures(contender, 200, WINDOW)
 
 
-def fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.2f}" if value >= 1 else f"{value:.3f}"
-
-
 def medians(results: Results, row: Row) -> dict[str, float]:
     return {key: statistics.median(values) for key, values in results[row.key].items()}
 
@@ -553,15 +530,16 @@ def medians(results: Results, row: Row) -> dict[str, float]:
 def round_ratios(results: Results, row: Row, key: str, base: str = "raw") -> list[float]:
     """``key``'s value over ``base``'s, round by round (the two ran back to back)."""
     values = results[row.key]
-    return [a / b for a, b in zip(values[key], values[base], strict=True)]
+    return ratios(values[key], values[base])
 
 
 def ratio(results: Results, row: Row, key: str, base: str = "raw") -> float:
     """Median of the per-round ratios: steadier than a ratio of medians on a busy host."""
-    return statistics.median(round_ratios(results, row, key, base))
+    values = results[row.key]
+    return median_ratio(values[key], values[base])
 
 
-def print_table(
+def print_figures(
     results: Results, contenders: Sequence[Contender], rows: Sequence[Row], title: str
 ) -> None:
     heads = [title, *(c.label for c in contenders), "jb/raw", "fs/raw"]
@@ -570,19 +548,22 @@ def print_table(
         med = medians(results, row)
         jb, fs = ratio(results, row, "jb"), ratio(results, row, "fs")
         lines.append(
-            [row.title, *(fmt(med[c.key]) for c in contenders), f"{jb:.2f}x", f"{fs:.2f}x"]
+            [
+                row.title,
+                *(figure_text(med[c.key]) for c in contenders),
+                ratio_text(jb),
+                ratio_text(fs),
+            ]
         )
-    widths = [max(len(line[i]) for line in [heads, *lines]) for i in range(len(heads))]
-    for line in [heads, ["-" * w for w in widths], *lines]:
-        cells = zip(line[1:], widths[1:], strict=True)
-        print("  ".join([line[0].ljust(widths[0]), *(c.rjust(w) for c, w in cells)]))
+    print_table(heads, lines, Ruled())
 
 
 def print_rounds(results: Results, contenders: Sequence[Contender]) -> None:
     print("\nper-round values (the tables show their median):")
     for row in (*ROWS, *CPU_ROWS):
         parts = [
-            f"{c.key} " + " ".join(fmt(v) for v in results[row.key][c.key]) for c in contenders
+            f"{c.key} " + " ".join(figure_text(v) for v in results[row.key][c.key])
+            for c in contenders
         ]
         print(f"  {row.key:<11} " + " | ".join(parts))
 
@@ -604,13 +585,14 @@ def print_summary(results: Results) -> bool:
             goal = f"<= {1 / TARGET_RATIO:.2f}x"
         all_met = all_met and near_raw and ahead
         print(
-            f"  {row.title}: jupiter-bus {to_raw:.3f}x raw "
+            f"  {row.title}: jupiter-bus {ratio_text(to_raw, 3)} raw "
             f"[{min(spread):.2f}-{max(spread):.2f}], goal {goal}: "
-            f"{'met' if near_raw else 'MISSED'}; {'ahead of' if ahead else 'BEHIND'} "
-            f"FastStream (jb/fs {to_fs:.2f}x)"
+            f"{verdict(near_raw)}; {'ahead of' if ahead else 'BEHIND'} "
+            f"FastStream (jb/fs {ratio_text(to_fs)})"
         )
     cpu = ", ".join(
-        f"{row.key.removesuffix('.cpu')} {ratio(results, row, 'jb'):.2f}x" for row in CPU_ROWS
+        f"{row.key.removesuffix('.cpu')} {ratio_text(ratio(results, row, 'jb'))}"
+        for row in CPU_ROWS
     )
     print(f"  client CPU per operation, jupiter-bus / raw aio-pika: {cpu}")
     print(f"  overall: {'every goal met' if all_met else 'some goals missed (see above)'}")
@@ -635,39 +617,38 @@ async def run(settings: Settings, loop_name: str) -> None:
         results: Results = {}
         for number in range(settings.rounds):
             began = time.perf_counter()
-            turn = number % len(contenders)
-            order = contenders[turn:] + contenders[:turn]
             async with asyncio.timeout(settings.sample_timeout_s * 8):
-                await one_round(order, admin, settings, results)
+                await one_round(rotated(contenders, number), admin, settings, results)
             took = time.perf_counter() - began
             print(f"round {number + 1}/{settings.rounds} done in {took:.1f} s", flush=True)
-        print()
-        print_table(results, contenders, ROWS, "figure (median of rounds)")
-        print(
-            "\nmsg/s and req/s: higher is better (ratio > 1: faster than raw aio-pika); "
-            "ms: lower is better (ratio < 1: faster than raw aio-pika).\n"
-            "Ratios are medians of per-round ratios (each pair ran back to back).\n"
-        )
-        print_table(results, contenders, CPU_ROWS, "client CPU per operation")
-        print(
-            "\nus of this process's CPU per message or request (lower is better); less "
-            "disturbed than wall-clock figures by other load on the machine."
-        )
-        print_rounds(results, contenders)
-        print_summary(results)
+        print_report(results, contenders)
     finally:
         for contender in reversed(started):
             await contender.close()
         await admin.close()
 
 
-def print_header(settings: Settings, loop_name: str, broker: str, run_id: str) -> None:
-    versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}"
-        for name in ("jupiter-bus", "aio-pika", "aiormq", "faststream")
+def print_report(results: Results, contenders: Sequence[Contender]) -> None:
+    print()
+    print_figures(results, contenders, ROWS, "figure (median of rounds)")
+    print(
+        "\nmsg/s and req/s: higher is better (ratio > 1: faster than raw aio-pika); "
+        "ms: lower is better (ratio < 1: faster than raw aio-pika).\n"
+        "Ratios are medians of per-round ratios (each pair ran back to back).\n"
     )
-    print(f"bench/bus.py run {run_id}: Python {platform.python_version()}, {versions}")
-    print(f"RabbitMQ {broker} at {settings.url.split('@')[-1]}; event loop: {loop_name}")
+    print_figures(results, contenders, CPU_ROWS, "client CPU per operation")
+    print(
+        "\nus of this process's CPU per message or request (lower is better); less "
+        "disturbed than wall-clock figures by other load on the machine."
+    )
+    print_rounds(results, contenders)
+    print_summary(results)
+
+
+def print_header(settings: Settings, loop_name: str, broker_version: str, run_id: str) -> None:
+    packages = versions("jupiter-bus", "aio-pika", "aiormq", "faststream")
+    print(f"bench/bus.py run {run_id}: Python {platform.python_version()}, {packages}")
+    print(f"RabbitMQ {broker_version} at {broker.address(settings.url)}; event loop: {loop_name}")
     print(
         f"{settings.rounds} rounds, median shown; per sample: publish {settings.publish_one_count}"
         f" (1 at a time) / {settings.publish_window_count} ({WINDOW} in flight), consume "
@@ -677,28 +658,12 @@ def print_header(settings: Settings, loop_name: str, broker: str, run_id: str) -
     )
 
 
-def install_uvloop() -> str:
-    """Install uvloop's event loop policy if it can be imported; name the loop used."""
-    try:
-        import uvloop
-    except ImportError:
-        return "asyncio default (uvloop requested but not importable)"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return f"uvloop {importlib.metadata.version('uvloop')}"
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"AMQP URL (default {DEFAULT_URL})")
-    parser.add_argument("--quick", action="store_true", help="fewer messages: under a minute")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
-    parser.add_argument(
-        "--rounds", type=int, help="rounds to take the median of (default 7; 3 with --quick)"
-    )
+    parser = bench_parser(__doc__, "fewer messages: under a minute")
+    add_uvloop(parser)
+    add_rounds(parser, "rounds to take the median of (default 7; 3 with --quick)")
     args = parser.parse_args(argv)
-    if args.rounds is not None and args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    loop_name = install_uvloop() if args.uvloop else "asyncio default"
+    loop_name = use_uvloop() if args.uvloop else "asyncio default"
     asyncio.run(run(settings_for(args.url, args.quick, args.rounds), loop_name))
 
 

@@ -67,6 +67,13 @@ from typing import Any, Final, cast
 from unittest import mock
 
 import numpy as np
+from harness import broker
+from harness.children import run_program, stop_process
+from harness.environment import load_average
+from harness.errors import BenchError
+from harness.jupiter_scp import password_env, sshpass_scp_argv
+from harness.options import bench_parser
+from harness.tables import Piped, print_table, ratio_text, verdict
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # tests.netns and tests.sshd live in the repository
@@ -90,7 +97,6 @@ from tests.netns import (  # noqa: E402
 from tests.proxy import TcpProxy  # noqa: E402
 from tests.sshd import SshServer, sshd_unavailable_reason, start_sshd  # noqa: E402
 
-DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 SCRIPT: Final = str(Path(__file__).resolve())
 SHAPED: Final = Tbf(rate="8mbit", burst="8kb", latency="50ms")
 COMPRESSION: Final = 60.0
@@ -120,10 +126,6 @@ IDLE: Final = "after idle"
 BUSY: Final = "back to back"
 
 log = logging.getLogger("bench.profiler")
-
-
-class BenchError(RuntimeError):
-    """A phase of the bench failed; the message says which and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,15 +273,11 @@ async def open_lab(url: str, run_id: str) -> AsyncIterator[Lab]:
 
 async def sent_bytes(namespace: str, device: str) -> int:
     """Bytes the qdisc of ``device`` in ``namespace`` has sent: A->B on the wire."""
-    process = await asyncio.create_subprocess_exec(
-        *("tc", "-s", "-n", namespace, "qdisc", "show", "dev", device),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 10.0)
+    argv = ("tc", "-s", "-n", namespace, "qdisc", "show", "dev", device)
+    out = await run_program(argv, timeout_s=10.0, keep_stdout=True)
     match = re.search(rb"Sent (\d+) bytes", out)
-    if process.returncode != 0 or match is None:
-        raise BenchError(f"tc -s qdisc show in {namespace}: {err.decode(errors='replace')}")
+    if match is None:
+        raise BenchError(f"tc -s qdisc show in {namespace}: no byte count in {out[:200]!r}")
     return int(match.group(1))
 
 
@@ -367,14 +365,8 @@ class AgentProcess:
 
     async def stop(self) -> dict[str, Any]:
         """SIGTERM the agent, wait for it, and return what it reported."""
-        process = self.process
-        if process is not None and process.returncode is None:
-            process.send_signal(signal.SIGTERM)  # `ip netns exec` became the agent itself
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        if self.process is not None:  # `ip netns exec` became the agent itself
+            await stop_process(self.process, STOP_TIMEOUT_S)
         return read_json(self.out) if self.out.exists() else {}
 
     def tail(self, lines: int = 30) -> str:
@@ -682,41 +674,18 @@ async def run_worker(
 
 
 def scp_argv(lab: Lab, source: Path, name: str) -> list[str]:
-    """Jupiter's ``sshpass -p PW scp -o StrictHostKeyChecking=no``, password via ``-e``."""
+    """Jupiter's ``sshpass scp`` (:mod:`harness.jupiter_scp`), run in namespace A."""
     server = lab.server
-    options = (
-        "StrictHostKeyChecking=no",
-        "UserKnownHostsFile=/dev/null",  # root's known_hosts stays untouched
-        "LogLevel=ERROR",
-        "PubkeyAuthentication=no",
-    )
-    return [
-        *("ip", "netns", "exec", lab.hub, "sshpass", "-e", "scp", "-q"),
-        *("-P", str(server.port)),
-        *(word for option in options for word in ("-o", option)),
-        str(source),
-        f"{server.user}@{server.host}:{name}",
-    ]
+    target = f"{server.user}@{server.host}:{name}"
+    return ["ip", "netns", "exec", lab.hub, *sshpass_scp_argv(server.port, source, target)]
 
 
 async def scp_copy(lab: Lab, source: Path, name: str) -> float:
     """One ``sshpass scp`` from A (a new connection each), timed around the process as
     DRUPE did; milliseconds."""
+    argv, env = scp_argv(lab, source, name), password_env(lab.server.password)
     started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        *scp_argv(lab, source, name),
-        env=dict(os.environ, SSHPASS=lab.server.password),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, err = await asyncio.wait_for(process.communicate(), SCP_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise BenchError(f"sshpass scp of {source.name} timed out") from None
-    if process.returncode != 0:
-        raise BenchError(f"sshpass scp of {source.name}: {err.decode(errors='replace')}")
+    await run_program(argv, timeout_s=SCP_TIMEOUT_S, env=env)
     return (time.perf_counter() - started) * 1000
 
 
@@ -743,24 +712,6 @@ async def run_scp(lab: Lab, drupe_files: list[Path], check_files: dict[int, Path
 
 
 # ---------------------------------------------------------------------------- printing
-
-
-def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        first, *rest = cells
-        padded = [
-            first.ljust(widths[0]),
-            *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)),
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    print(f"\n{title}")
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print(line(row))
 
 
 def ms_list(times: Sequence[float], digits: int = 0) -> str:
@@ -824,14 +775,14 @@ def print_bytes(
             f"{mean_round:,.0f}",
             f"{probing_rounds / SIM_HOURS:.2f}",
             f"{ours_hour / MB:.2f} ({min(hours) / MB:.1f}-{max(hours) / MB:.1f})",
-            f"{ours_hour / drupe_hour:.3f}x",
+            ratio_text(ours_hour / drupe_hour, 3),
         ],
         [
             f"ours, arithmetic: 3600 / ({defaults.fresh_seconds:g} + {overshoot:.1f}) s",
             f"{full_round:,}",
             f"{3600 / period:.2f}",
             f"{arithmetic / MB:.2f}",
-            f"{arithmetic / drupe_hour:.3f}x",
+            ratio_text(arithmetic / drupe_hour, 3),
         ],
         [
             f"DRUPE-style: {DRUPE_PROBES_PER_HOUR}/h x mean of {DRUPE_SIZES_KB} KiB",
@@ -842,7 +793,6 @@ def print_bytes(
         ],
     ]
     print_table(
-        "Probe bytes per link per hour (payload; ours at its default settings)",
         [
             "schedule",
             "B per probing round",
@@ -851,6 +801,8 @@ def print_bytes(
             "/ DRUPE",
         ],
         rows,
+        Piped(),
+        title="Probe bytes per link per hour (payload; ours at its default settings)",
     )
     mix = ", ".join(f"{b:,} B x {n}" for b, n in sorted(schedule.round_bytes.items()))
     print(
@@ -895,9 +847,10 @@ def print_errors(
             row.append(f"{predicted:.1f} {pct(error)}{outside}")
         rows.append(row)
     print_table(
-        f"{title} (predicted ms, error; * = outside that model's probed sizes)",
         ["KB", "measured ms (runs)", *(m.label for m in models)],
         rows,
+        Piped(),
+        title=f"{title} (predicted ms, error; * = outside that model's probed sizes)",
     )
     return errors
 
@@ -921,7 +874,6 @@ def print_models(models: Sequence[Model]) -> None:
             ]
         )
     print_table(
-        "Models (x in Kbit: ours bytes*8/1000; DRUPE KB*8 with KB = 1024 B, as it sized files)",
         [
             "model",
             "type",
@@ -935,6 +887,9 @@ def print_models(models: Sequence[Model]) -> None:
             "decreasing in range",
         ],
         rows,
+        Piped(),
+        title="Models (x in Kbit: ours bytes*8/1000; DRUPE KB*8 with KB = 1024 B, "
+        "as it sized files)",
     )
 
 
@@ -944,20 +899,20 @@ def print_error_summary(errors: dict[tuple[str, str], list[float]]) -> None:
         for (label, against), e in errors.items()
     ]
     print_table(
-        "Prediction error per model (|predicted - median| / median over the checked sizes)",
         ["model", "held against", "max |err|", "mean |err|"],
         rows,
+        Piped(),
+        title="Prediction error per model (|predicted - median| / median over the checked sizes)",
     )
 
 
 def print_environment(settings: Settings) -> None:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     mode = "--quick" if settings.quick else "default"
     print(
         f"profiler bench ({mode}): Python {platform.python_version()}, numpy {np.__version__}, "
-        f"{os.cpu_count()} CPUs, load average {load}; seed {settings.seed}; link A->B "
+        f"{os.cpu_count()} CPUs, load average {load_average()}; seed {settings.seed}; link A->B "
         f"tc tbf rate {SHAPED.rate} burst {SHAPED.burst} latency {SHAPED.latency} (both ends); "
-        f"broker {settings.url.split('@')[-1]}"
+        f"broker {broker.address(settings.url)}"
     )
 
 
@@ -968,11 +923,11 @@ def print_summary(ours_errors: dict[str, list[float]], ours_hour: float, drupe_h
         worst = max(abs(e) for e in errors)
         print(
             f"  ours (last fit), max |error| over the checked sizes, transfers {condition}: "
-            f"{worst:.1%} (aim <= {AIM_ERROR:.0%}): {'met' if worst <= AIM_ERROR else 'MISSED'}"
+            f"{worst:.1%} (aim <= {AIM_ERROR:.0%}): {verdict(worst <= AIM_ERROR)}"
         )
     print(
-        f"  probe bytes per link per hour, ours / DRUPE-style: {ratio:.3f}x "
-        f"({drupe_hour / ours_hour:.1f}x fewer; aim < 1): {'met' if ratio < 1 else 'MISSED'}"
+        f"  probe bytes per link per hour, ours / DRUPE-style: {ratio_text(ratio, 3)} "
+        f"({drupe_hour / ours_hour:.1f}x fewer; aim < 1): {verdict(ratio < 1)}"
     )
 
 
@@ -1095,9 +1050,7 @@ async def run(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"AMQP URL (default {DEFAULT_URL})")
-    parser.add_argument("--quick", action="store_true", help="under 90 s; DRUPE capped at 1000 KB")
+    parser = bench_parser(__doc__, "under 90 s; DRUPE capped at 1000 KB")
     parser.add_argument("--seed", type=int, default=0, help="seed of DRUPE's size sequence")
     parser.add_argument("--no-scp", action="store_true", help="skip the sshpass scp replay")
     parser.add_argument("--agent-child", type=Path, help=argparse.SUPPRESS)

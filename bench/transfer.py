@@ -43,11 +43,9 @@ MB are 10**6 bytes. A summary checks DESIGN.md section 5. Temporary files, the u
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib.metadata
-import math
 import os
 import platform
 import shutil
@@ -67,6 +65,17 @@ if str(ROOT) not in sys.path:  # tests.sshd is not installed; it lives in the re
     sys.path.insert(0, str(ROOT))
 
 import asyncssh  # noqa: E402
+from harness import broker  # noqa: E402
+from harness.children import ChildFailed, run_program  # noqa: E402
+from harness.environment import load_average  # noqa: E402
+from harness.errors import BenchError  # noqa: E402
+from harness.jupiter_scp import password_env, sshpass_scp_argv  # noqa: E402
+from harness.loop import use_uvloop  # noqa: E402
+from harness.options import add_rounds, add_uvloop, bench_parser  # noqa: E402
+from harness.rounds import rotated  # noqa: E402
+from harness.stats import Percentiles  # noqa: E402
+from harness.tables import Indented, print_table, ratio_text, verdict  # noqa: E402
+from harness.window import Timed, in_window  # noqa: E402
 from jupiter_providers.copy_engines import (  # noqa: E402
     CopyFailure,
     CopyJob,
@@ -85,7 +94,6 @@ from jupiter_bus.transport import Transport, connect  # noqa: E402
 from jupiter_bus.transport.memory import drop_memory_broker  # noqa: E402
 from tests.sshd import SshServer, sshd_unavailable_reason, start_sshd  # noqa: E402
 
-DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 MB: Final = 1_000_000
 PROGRAM_TIMEOUT_S: Final = 300.0
 REQUEST_TIMEOUT_S: Final = 30.0
@@ -114,10 +122,6 @@ CIPHER_ORDERS: Final = (
 )
 
 
-class BenchError(RuntimeError):
-    """A contender failed; the message says which and why."""
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     """How much work each part does; the same for every contender of a part."""
@@ -143,14 +147,6 @@ def settings_for(url: str, quick: bool, rounds: int | None) -> Settings:
 
 
 @dataclass(frozen=True, slots=True)
-class Sample:
-    """One timed run of a contender: wall time and the copying side's CPU time."""
-
-    wall_s: float
-    cpu_s: float
-
-
-@dataclass(frozen=True, slots=True)
 class Case:
     """A contender: ``run`` is timed; ``prepare`` and ``check`` around it are not."""
 
@@ -168,15 +164,16 @@ def _cpu_now() -> float:
     return time.process_time() + times.children_user + times.children_system
 
 
-async def measure(case: Case) -> Sample:
+async def measure(case: Case) -> Timed:
+    """One timed run of ``case``: wall time and the copying side's CPU time."""
     if case.prepare is not None:
         await case.prepare()
     cpu, wall = _cpu_now(), time.perf_counter()
     try:
         await case.run()
-    except (CopyFailure, asyncssh.Error, OSError) as exc:
+    except (CopyFailure, asyncssh.Error, OSError, ChildFailed) as exc:
         raise BenchError(f"{case.label}: {exc}") from exc
-    sample = Sample(time.perf_counter() - wall, _cpu_now() - cpu)
+    sample = Timed(time.perf_counter() - wall, _cpu_now() - cpu)
     if case.check is not None:
         case.check()
     return sample
@@ -184,16 +181,15 @@ async def measure(case: Case) -> Sample:
 
 async def run_rounds(
     cases: Sequence[Case], rounds: int, failures: dict[str, str] | None = None
-) -> dict[str, list[Sample]]:
+) -> dict[str, list[Timed]]:
     """Every case once per round, the order rotated each round so drift hits all alike.
 
     With ``failures``, a case that fails is recorded there and left out of later rounds
     (tuning probes settings that may not work); without it, a failure ends the run.
     """
-    samples: dict[str, list[Sample]] = {case.label: [] for case in cases}
+    samples: dict[str, list[Timed]] = {case.label: [] for case in cases}
     for r in range(rounds):
-        shift = r % len(cases)
-        for case in (*cases[shift:], *cases[:shift]):
+        for case in rotated(cases, r):
             if failures is not None and case.label in failures:
                 continue
             try:
@@ -203,11 +199,6 @@ async def run_rounds(
                     raise
                 failures[case.label] = str(exc.__cause__ or exc)
     return samples
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted samples."""
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +213,7 @@ class Figure:
     mb_s_range: tuple[float, float]
 
     @classmethod
-    def of(cls, case: Case, samples: Sequence[Sample]) -> Figure:
+    def of(cls, case: Case, samples: Sequence[Timed]) -> Figure:
         rates = [case.size_bytes / MB / s.wall_s for s in samples]
         wall = statistics.median(s.wall_s for s in samples)
         return cls(
@@ -235,7 +226,7 @@ class Figure:
         )
 
 
-def figures(cases: Sequence[Case], samples: Mapping[str, Sequence[Sample]]) -> list[Figure]:
+def figures(cases: Sequence[Case], samples: Mapping[str, Sequence[Timed]]) -> list[Figure]:
     return [Figure.of(case, samples[case.label]) for case in cases]
 
 
@@ -245,17 +236,6 @@ def fmt(value: float) -> str:
     if value >= 10:
         return f"{value:.1f}"
     return f"{value:.2f}"
-
-
-def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    print(f"\n{title}")
-    widths = [max(len(str(line[i])) for line in (header, *rows)) for i in range(len(header))]
-    for line in (header, *rows):
-        cells = [
-            line[0].ljust(widths[0]),
-            *(c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)),
-        ]
-        print("  " + "  ".join(cells).rstrip())
 
 
 def print_figures(title: str, rows: Sequence[Figure], base: Figure) -> None:
@@ -272,10 +252,10 @@ def print_figures(title: str, rows: Sequence[Figure], base: Figure) -> None:
                 f"{fmt(f.mb_s_range[0])}-{fmt(f.mb_s_range[1])}",
                 fmt(f.files_s),
                 f"{f.cpu_s:.3f}",
-                f"{f.files_s / base.files_s:.2f}x",
+                ratio_text(f.files_s / base.files_s),
             ]
         )
-    print_table(title, header, lines)
+    print_table(header, lines, Indented(), title=title)
 
 
 # ------------------------------------------------------------------------------- the site
@@ -350,27 +330,6 @@ class Site:
             target,
         ]
 
-    def legacy_argv(self, source: Path, target: str) -> list[str]:
-        """Jupiter's ``sshpass -p PW scp -o StrictHostKeyChecking=no``, password via ``-e``."""
-        return [
-            "sshpass",
-            "-e",
-            "scp",
-            "-q",
-            "-P",
-            str(self.server.port),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "PubkeyAuthentication=no",
-            str(source),
-            target,
-        ]
-
 
 def _write_random(path: Path, size: int) -> None:
     chunk = 4 * 1024 * 1024
@@ -410,24 +369,9 @@ def open_site(settings: Settings) -> Iterator[Site]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def run_program(argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-    """Run an OpenSSH program; raise :class:`BenchError` with its stderr if it fails."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=dict(env) if env is not None else None,
-    )
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), PROGRAM_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise BenchError(f"{argv[0]} took over {PROGRAM_TIMEOUT_S:g} s") from None
-    if process.returncode != 0:
-        text = stderr.decode(errors="replace").strip()[-400:]
-        raise BenchError(f"{' '.join(argv[:3])} ... failed ({process.returncode}): {text}")
+async def run_openssh(argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    """Run an OpenSSH program to its end; :class:`ChildFailed` with its stderr if it fails."""
+    await run_program(argv, timeout_s=PROGRAM_TIMEOUT_S, env=env)
 
 
 def expect_files(paths: Sequence[Path], size: int) -> Callable[[], None]:
@@ -497,7 +441,7 @@ def scp_case(label: str, site: Site, sources: Sequence[Path], folder: Path, *ext
     copies = [folder / p.name for p in sources]
     return Case(
         label,
-        lambda: run_program(argv),
+        lambda: run_openssh(argv),
         len(sources),
         size,
         prepare=prepare,
@@ -615,14 +559,16 @@ async def part_tuning(site: Site, pools: Pools, settings: Settings, base: Figure
             lines.append([c.label, "failed", "", "", failures[case.label].split(": ")[-1]])
             continue
         f = Figure.of(case, samples[case.label])
-        ratio = f"{f.mb_s / base.mb_s:.2f}x"
+        ratio = ratio_text(f.mb_s / base.mb_s)
         lines.append([c.label, fmt(f.mb_s), fmt(f.mb_s_range[1]), ratio, c.negotiated])
     print_table(
-        f"SftpEngine on its own warm pool, one {size / MB:.0f} MB file, {settings.tune_rounds} "
-        f"round(s); the server's write limit: {configs[0].write_limit} B; cipher order "
-        f"{', '.join(c.split('@')[0] for c in FAST_CIPHERS)}",
         ["setting", "MB/s median", "MB/s best", f"x {base.label} median", "negotiated"],
         lines,
+        Indented(),
+        title=f"SftpEngine on its own warm pool, one {size / MB:.0f} MB file, "
+        f"{settings.tune_rounds} round(s); the server's write limit: "
+        f"{configs[0].write_limit} B; cipher order "
+        f"{', '.join(c.split('@')[0] for c in FAST_CIPHERS)}",
     )
 
 
@@ -638,11 +584,11 @@ def sftp_batch_case(site: Site, engine: SftpEngine, window: int, label: str = ""
     async def run() -> None:
         jobs = iter(zip(site.small, copies, strict=True))
 
-        async def lane() -> None:
-            for source, destination in jobs:
-                await engine.copy(site.job(source, destination))
+        async def one() -> None:
+            source, destination = next(jobs)
+            await engine.copy(site.job(source, destination))
 
-        await asyncio.gather(*(lane() for _ in range(window)))
+        await in_window(len(copies), window, one)
 
     async def prepare() -> None:
         await asyncio.to_thread(site.remote_dir, folder.name)
@@ -680,11 +626,10 @@ def worker_batch_case(site: Site, transport: Transport, node: str, window: int) 
     async def run() -> None:
         bodies = iter([request_body(site, s, d) for s, d in zip(site.small, copies, strict=True)])
 
-        async def lane() -> None:
-            for body in bodies:
-                await send(transport, node, body)
+        async def one() -> None:
+            await send(transport, node, next(bodies))
 
-        await asyncio.gather(*(lane() for _ in range(window)))
+        await in_window(len(copies), window, one)
 
     async def prepare() -> None:
         await asyncio.to_thread(site.remote_dir, folder.name)
@@ -736,11 +681,12 @@ async def running_worker(
 def legacy_case(site: Site, count: int) -> Case:
     folder = site.server.home / "small-legacy"
     sources = site.small[:count]
-    env = dict(os.environ, SSHPASS=site.server.password)
+    env = password_env(site.server.password)
 
     async def run() -> None:
         for source in sources:
-            await run_program(site.legacy_argv(source, site.target(folder / source.name)), env)
+            target = site.target(folder / source.name)
+            await run_openssh(sshpass_scp_argv(site.server.port, source, target), env)
 
     async def prepare() -> None:
         await asyncio.to_thread(site.remote_dir, folder.name)
@@ -807,16 +753,19 @@ async def small_figures(
 
 @dataclass(frozen=True, slots=True)
 class Latency:
+    """One path's sequential request times, in ms, and their percentiles."""
+
     label: str
     ms: tuple[float, ...]
+    spread: Percentiles
+
+    @classmethod
+    def of(cls, label: str, ms: Sequence[float]) -> Latency:
+        return cls(label, tuple(ms), Percentiles.of(ms))
 
     @property
     def p50(self) -> float:
-        return percentile(sorted(self.ms), 0.5)
-
-    @property
-    def p99(self) -> float:
-        return percentile(sorted(self.ms), 0.99)
+        return self.spread.p50
 
 
 async def time_sequential(label: str, count: int, one: Callable[[int], Awaitable[None]]) -> Latency:
@@ -827,7 +776,7 @@ async def time_sequential(label: str, count: int, one: Callable[[int], Awaitable
         start = time.perf_counter()
         await one(i)
         ms.append((time.perf_counter() - start) * 1000)
-    return Latency(label, tuple(ms))
+    return Latency.of(label, ms)
 
 
 @contextlib.asynccontextmanager
@@ -923,16 +872,17 @@ async def part_latency(site: Site, pools: Pools, settings: Settings) -> Latency:
         [
             r.label,
             f"{r.p50:.2f}",
-            f"{r.p99:.2f}",
+            f"{r.spread.p99:.2f}",
             f"{statistics.fmean(r.ms):.2f}",
             fmt(1000 / r.p50),
         ]
         for r in rows
     ]
     print_table(
-        f"request latency, {n} sequential after {LATENCY_WARMUP} warm-up (ms)",
         ["path", "p50 ms", "p99 ms", "mean ms", "req/s at p50"],
         lines,
+        Indented(),
+        title=f"request latency, {n} sequential after {LATENCY_WARMUP} warm-up (ms)",
     )
     return rows[-1]
 
@@ -956,21 +906,19 @@ def print_summary(
         met = value >= aim if higher else value < aim
         sign = ">=" if higher else "<"
         unit = "x" if higher else " ms"
-        verdict = "met" if met else "MISSED"
-        print(f"  {name}: {value:.2f}{unit} (aim {sign} {aim:g}{unit}): {verdict}")
+        print(f"  {name}: {value:.2f}{unit} (aim {sign} {aim:g}{unit}): {verdict(met)}")
     ratio = worker.files_s / scp_batch.files_s
-    print(f"  (no aim) small files, worker on the memory bus / best scp batch: {ratio:.2f}x")
+    print(f"  (no aim) small files, worker on the memory bus / best scp batch: {ratio_text(ratio)}")
 
 
 def print_environment(settings: Settings, loop_name: str) -> None:
     """Say what ran where: a busy or small machine moves every figure."""
     ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False)
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"transfer bench: Python {platform.python_version()}, {loop_name}, asyncssh "
         f"{importlib.metadata.version('asyncssh')}, {ssh.stderr.strip()}\n"
-        f"{os.cpu_count()} CPUs (client and sshd share them), load average {load}; "
-        f"{settings.rounds} rounds, broker {settings.url.split('@')[-1]}"
+        f"{os.cpu_count()} CPUs (client and sshd share them), load average {load_average()}; "
+        f"{settings.rounds} rounds, broker {broker.address(settings.url)}"
     )
 
 
@@ -989,26 +937,12 @@ async def run(settings: Settings) -> None:
         print(f"  (measured in {time.monotonic() - started:.0f} s)")
 
 
-def install_uvloop() -> str:
-    """Install uvloop's event loop policy if it can be imported; name the loop used."""
-    try:
-        import uvloop
-    except ImportError:
-        return "asyncio default (uvloop requested but not importable)"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return f"uvloop {importlib.metadata.version('uvloop')}"
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"AMQP URL (default {DEFAULT_URL})")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds: under a minute")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
-    parser.add_argument("--rounds", type=int, help="rounds for parts 1-2 (default 5; 2 quick)")
+    parser = bench_parser(__doc__, "fewer rounds: under a minute")
+    add_uvloop(parser)
+    add_rounds(parser, "rounds for parts 1-2 (default 5; 2 quick)")
     args = parser.parse_args(argv)
-    if args.rounds is not None and args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    loop_name = install_uvloop() if args.uvloop else "asyncio default loop"
+    loop_name = use_uvloop() if args.uvloop else "asyncio default loop"
     settings = settings_for(args.url, args.quick, args.rounds)
     print_environment(settings, loop_name)
     asyncio.run(run(settings))
