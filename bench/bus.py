@@ -65,7 +65,7 @@ from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchang
 from harness import broker
 from harness.environment import versions
 from harness.loop import use_uvloop
-from harness.options import add_rounds, add_uvloop, bench_parser
+from harness.options import bench_parser
 from harness.rounds import rotated
 from harness.stats import Percentiles, median_ratio, ratios
 from harness.tables import Ruled, figure_text, print_table, ratio_text, verdict
@@ -659,9 +659,10 @@ def print_header(settings: Settings, loop_name: str, broker_version: str, run_id
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = bench_parser(__doc__, "fewer messages: under a minute")
-    add_uvloop(parser)
-    add_rounds(parser, "rounds to take the median of (default 7; 3 with --quick)")
+    rounds = "rounds to take the median of (default 7; 3 with --quick)"
+    parser = bench_parser(
+        __doc__, "fewer messages: under a minute", rounds_help=rounds, uvloop=True
+    )
     args = parser.parse_args(argv)
     loop_name = use_uvloop() if args.uvloop else "asyncio default"
     asyncio.run(run(settings_for(args.url, args.quick, args.rounds), loop_name))

@@ -71,7 +71,7 @@ from harness.environment import load_average  # noqa: E402
 from harness.errors import BenchError  # noqa: E402
 from harness.jupiter_scp import password_env, sshpass_scp_argv  # noqa: E402
 from harness.loop import use_uvloop  # noqa: E402
-from harness.options import add_rounds, add_uvloop, bench_parser  # noqa: E402
+from harness.options import bench_parser  # noqa: E402
 from harness.rounds import rotated  # noqa: E402
 from harness.stats import Percentiles  # noqa: E402
 from harness.tables import Indented, print_table, ratio_text, verdict  # noqa: E402
@@ -938,9 +938,8 @@ async def run(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = bench_parser(__doc__, "fewer rounds: under a minute")
-    add_uvloop(parser)
-    add_rounds(parser, "rounds for parts 1-2 (default 5; 2 quick)")
+    rounds = "rounds for parts 1-2 (default 5; 2 quick)"
+    parser = bench_parser(__doc__, "fewer rounds: under a minute", rounds_help=rounds, uvloop=True)
     args = parser.parse_args(argv)
     loop_name = use_uvloop() if args.uvloop else "asyncio default loop"
     settings = settings_for(args.url, args.quick, args.rounds)
