@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -47,9 +46,6 @@ def scp_case(label: str, site: Site, sources: Sequence[Path], folder: Path, *ext
     destination = f"{folder}/" if len(sources) > 1 else f"{folder}/{sources[0].name}"
     argv = site.scp_argv(sources, site.target(Path(destination)), *extra)
 
-    async def prepare() -> None:
-        await asyncio.to_thread(site.remote_dir, folder.name)
-
     size = sum(p.stat().st_size for p in sources)
     copies = [folder / p.name for p in sources]
     return Case(
@@ -57,7 +53,7 @@ def scp_case(label: str, site: Site, sources: Sequence[Path], folder: Path, *ext
         lambda: run_openssh(argv),
         len(sources),
         size,
-        prepare=prepare,
+        prepare=site.emptier(folder),
         check=expect_files(copies, sources[0].stat().st_size),
     )
 

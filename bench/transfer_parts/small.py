@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 
 from harness.jupiter_scp import password_env, sshpass_scp_argv
 from harness.window import in_window
@@ -19,13 +21,29 @@ from transfer_parts.sshd_site import Pools, Site, expect_files, run_openssh
 from transfer_parts.worker import request_body, running_worker, send, worker_options
 
 
+def batch_case(
+    site: Site, label: str, folder: Path, copy_all: Callable[[list[Path]], Awaitable[None]]
+) -> Case:
+    """A case that copies every small file into ``folder`` (emptied before each run) with
+    ``copy_all(destinations)``."""
+    copies = [folder / p.name for p in site.small]
+    size = site.small[0].stat().st_size
+    return Case(
+        label,
+        partial(copy_all, copies),
+        len(copies),
+        size * len(copies),
+        prepare=site.emptier(folder),
+        check=expect_files(copies, size),
+    )
+
+
 def sftp_batch_case(site: Site, engine: SftpEngine, window: int, label: str = "") -> Case:
     """``window`` copies at once over the engine's (warm, pooled) connection."""
     label = label or f"ours: SftpEngine, {window} at once"
     folder = site.server.home / f"small-sftp-{window}{'' if engine.small_file_channel else '-ref'}"
-    copies = [folder / p.name for p in site.small]
 
-    async def run() -> None:
+    async def copy_all(copies: list[Path]) -> None:
         jobs = iter(zip(site.small, copies, strict=True))
 
         async def one() -> None:
@@ -34,25 +52,13 @@ def sftp_batch_case(site: Site, engine: SftpEngine, window: int, label: str = ""
 
         await in_window(len(copies), window, one)
 
-    async def prepare() -> None:
-        await asyncio.to_thread(site.remote_dir, folder.name)
-
-    size = site.small[0].stat().st_size
-    return Case(
-        label,
-        run,
-        len(copies),
-        size * len(copies),
-        prepare=prepare,
-        check=expect_files(copies, size),
-    )
+    return batch_case(site, label, folder, copy_all)
 
 
 def worker_batch_case(site: Site, transport: Transport, node: str, window: int) -> Case:
-    folder = site.server.home / f"small-worker-{window}"
-    copies = [folder / p.name for p in site.small]
+    """``window`` requests at once to the worker on ``node``, each one small file."""
 
-    async def run() -> None:
+    async def copy_all(copies: list[Path]) -> None:
         bodies = iter([request_body(site, s, d) for s, d in zip(site.small, copies, strict=True)])
 
         async def one() -> None:
@@ -60,18 +66,8 @@ def worker_batch_case(site: Site, transport: Transport, node: str, window: int) 
 
         await in_window(len(copies), window, one)
 
-    async def prepare() -> None:
-        await asyncio.to_thread(site.remote_dir, folder.name)
-
-    size = site.small[0].stat().st_size
-    return Case(
-        f"ours: worker, memory bus, concurrency {window}",
-        run,
-        len(copies),
-        size * len(copies),
-        prepare=prepare,
-        check=expect_files(copies, size),
-    )
+    label = f"ours: worker, memory bus, concurrency {window}"
+    return batch_case(site, label, site.server.home / f"small-worker-{window}", copy_all)
 
 
 def legacy_case(site: Site, count: int) -> Case:
@@ -84,13 +80,10 @@ def legacy_case(site: Site, count: int) -> Case:
             target = site.target(folder / source.name)
             await run_openssh(sshpass_scp_argv(site.server.port, source, target), env)
 
-    async def prepare() -> None:
-        await asyncio.to_thread(site.remote_dir, folder.name)
-
     size = sources[0].stat().st_size
     copies = [folder / p.name for p in sources]
     label = f"legacy: sshpass scp per file ({count} files)"
-    return Case(label, run, count, size * count, prepare, expect_files(copies, size))
+    return Case(label, run, count, size * count, site.emptier(folder), expect_files(copies, size))
 
 
 async def part_small(site: Site, pools: Pools, settings: Settings) -> tuple[Figure, ...]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,14 @@ class Site:
         owner = self.server.home.stat()
         os.chown(folder, owner.st_uid, owner.st_gid)
         return folder
+
+    def emptier(self, folder: Path) -> Callable[[], Awaitable[None]]:
+        """A case's ``prepare``: empty ``folder`` of the user's home, in a thread (it blocks)."""
+
+        async def prepare() -> None:
+            await asyncio.to_thread(self.remote_dir, folder.name)
+
+        return prepare
 
     def job(self, source: Path, destination: Path, key: str | None = None) -> CopyJob:
         return CopyJob(
