@@ -11,6 +11,7 @@ Each module does one thing: :mod:`harness.options` (the command line),
 :mod:`harness.environment` (what ran where), :mod:`harness.stats` (percentiles and
 ratios), :mod:`harness.window` (calls in flight), :mod:`harness.rounds` (the order of
 contenders), :mod:`harness.tables` (tables and their cells), :mod:`harness.children`
-(child processes), :mod:`harness.jupiter_scp` (the legacy ``sshpass scp``) and
+(child processes), :mod:`harness.jupiter_scp` (the legacy ``sshpass scp``),
+:mod:`harness.repository` (the repository root on ``sys.path``, for ``tests.*``) and
 :mod:`harness.errors` (the error a bench raises).
 """
