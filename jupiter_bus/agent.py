@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 import uuid
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from typing import Any, Final, Self
 
 import orjson
 
+from .backoff import Backoff
 from .errors import MessageError
 from .plugins import Health, NodeContext, Provider, load_provider
 from .topology import DEFAULT_EXCHANGE, check_node
@@ -143,11 +143,17 @@ class RestartPolicy:
     max_seconds: float = 30.0
     healthy_after_seconds: float = 60.0
     """A provider that ran this long before crashing starts its backoff afresh."""
+    jitter: float = 0.5
+    """Each delay is shortened at random by up to this fraction (see :class:`Backoff`)."""
+
+    @property
+    def backoff(self) -> Backoff:
+        """The delays, as the :class:`~jupiter_bus.backoff.Backoff` shared by all retries."""
+        return Backoff(self.initial_seconds, self.max_seconds, self.jitter)
 
     def delay(self, failures: int) -> float:
         """Seconds to wait before the restart that follows ``failures`` crashes in a row."""
-        base = min(self.max_seconds, self.initial_seconds * 2.0 ** max(0, failures - 1))
-        return base * random.uniform(0.5, 1.0)
+        return self.backoff.delay(failures)
 
 
 @dataclass(slots=True)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from jupiter_bus.backoff import Backoff
 from jupiter_bus.costmodel import Fit, LinkModel, kbit
 from jupiter_bus.errors import JupiterBusError, ProviderError
 from jupiter_bus.messages import (
@@ -148,6 +149,12 @@ class NetworkProvider(Provider):
             )
         self.publish_mode: str = o["publish"]
         self.default_user: str | None = o["default_user"]
+        # A failed link waits 2, 4, ... 64 rounds (at most an hour) before its next probe.
+        self.failure_backoff = Backoff(
+            initial_seconds=2 * self.interval,
+            max_seconds=min(64 * self.interval, 3600.0),
+            jitter=0.0,
+        )
         self.local_dir = (
             Path(o["state_dir"]) if o["state_dir"] else default_state_dir(context.node)
         ) / "probes"
@@ -302,7 +309,7 @@ class NetworkProvider(Provider):
         peer.failures += 1
         peer.last_error = reason
         self.probe_failures += 1
-        backoff = min(self.interval * 2 ** min(peer.failures, 6), 3600.0)
+        backoff = self.failure_backoff.delay(peer.failures)
         peer.next_probe_at = time.monotonic() + backoff
         log.warning(
             "node %s: link to %s: probe failed (%s); not probing it for %.0f s",

@@ -29,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from jupiter_bus import sealing
+from jupiter_bus.backoff import Backoff
 from jupiter_bus.errors import CopyFailure, ProviderError, SealError, TransportError
 from jupiter_bus.messages import (
     TRANSFER_ENGINES,
@@ -109,6 +109,7 @@ class TransferProvider(Provider):
         self.max_attempts = max(1, int(o["max_attempts"]))
         self.retry_initial = float(o["retry_initial_seconds"])
         self.retry_max = float(o["retry_max_seconds"])
+        self.retry = Backoff(self.retry_initial, self.retry_max, jitter=0.5)
         self.redelivery_limit = int(o["redelivery_limit"])
         self.require_sealed = bool(o["require_sealed"])
         self.seal_key = sealing.load_key(o["seal_key_file"]) if o["seal_key_file"] else None
@@ -352,9 +353,7 @@ class TransferProvider(Provider):
     ) -> float | None:
         if not failure.transient or attempts >= self.max_attempts:
             return None
-        delay = min(self.retry_max, self.retry_initial * 2.0 ** (attempts - 1)) * random.uniform(
-            0.5, 1.0
-        )
+        delay = self.retry.delay(attempts)
         if deadline is not None and time.time() + delay >= deadline:
             return None
         return delay
