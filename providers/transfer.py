@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from jupiter_bus import sealing
 from jupiter_bus.backoff import Backoff
 from jupiter_bus.errors import CopyFailure, ProviderError, SealError, TransportError
 from jupiter_bus.messages import (
-    TRANSFER_ENGINES,
+    TransferEngine,
     TransferError,
     TransferRequest,
     TransferResult,
@@ -46,10 +47,12 @@ from jupiter_bus.messages import (
     encode,
     redact,
 )
+from jupiter_bus.options import Options, option
 from jupiter_bus.plugins import NodeContext, Provider, TransferSample
 from jupiter_bus.receive import decode_delivery
 from jupiter_bus.topology import EVENTS_EXCHANGE, transfer_done_key
 from jupiter_bus.transport import Delivery, Envelope, WorkQueueOptions
+from jupiter_bus.transport.base import QueueType
 
 from .copy_engines import (
     CopyJob,
@@ -67,78 +70,131 @@ from .ssh_pool import SshOptions, SshPool
 log = logging.getLogger(__name__)
 
 
+def _default_or_positive(value: int) -> bool:
+    return value == -1 or value > 0
+
+
 def default_state_dir(node: str) -> Path:
     """Where a node's job store lives unless configured: ``$XDG_STATE_HOME/jupiter-bus/<node>``."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(base) / "jupiter-bus" / node
 
 
+@dataclass(frozen=True, slots=True)
+class TransferOptions(Options):
+    """Options of the transfer worker (``[providers.transfer]``)."""
+
+    concurrency: int = option(
+        4, doc="jobs run at once (the prefetch of the node's work queue)", ge=1, le=65535
+    )
+    engine: TransferEngine = option("sftp", doc="engine of requests that name none")
+    allow_roots: tuple[Path, ...] = option(
+        (),
+        doc="sources must lie under one of these folders (empty: any file this process "
+        "can read, with a warning at start)",
+    )
+    known_hosts: Path | None = option(
+        None,
+        doc="known_hosts file the peers' host keys are checked against (none: ~/.ssh/known_hosts)",
+    )
+    verify_host_keys: bool = option(
+        True, doc="false reproduces Jupiter's StrictHostKeyChecking=no (warned at start)"
+    )
+    client_keys: tuple[Path, ...] | None = option(
+        None, doc="private keys for requests without a password (none: ~/.ssh keys and agent)"
+    )
+    connect_timeout: float = option(
+        10.0, doc="seconds an SSH connection may take to open", unit="seconds", gt=0
+    )
+    idle_seconds: float = option(60.0, doc="pooled SSH connections unused this long close", ge=0)
+    max_attempts: int = option(
+        4, doc="attempts of a job failing transiently (refused, reset, timed out)", ge=1
+    )
+    retry_initial_seconds: float = option(
+        0.5, doc="wait before the second attempt; doubled for each further one", ge=0
+    )
+    retry_max_seconds: float = option(10.0, doc="longest wait between two attempts", ge=0)
+    redelivery_limit: int = option(
+        5, doc="a job redelivered more often than this is dead-lettered, not run", ge=0
+    )
+    seal_key_file: Path | None = option(
+        None, doc="deployment key that opens sealed passwords (jupiter_bus.sealing)"
+    )
+    require_sealed: bool = option(False, doc="refuse jobs whose password is sent in clear")
+    state_dir: Path | None = option(
+        None, doc="folder of the job store (none: $XDG_STATE_HOME/jupiter-bus/<node>)"
+    )
+    queue_type: QueueType = option(
+        "classic", doc="type of the work queue; every declarer in a deployment must agree"
+    )
+    delivery_limit: int | None = option(
+        None, doc="quorum queues: x-delivery-limit, after which the broker dead-letters", ge=1
+    )
+    sftp_block_size: int = option(
+        -1,
+        doc="bytes per SFTP read/write request (-1: asyncssh's choice)",
+        check=_default_or_positive,
+        expect="-1 or an integer > 0",
+    )
+    sftp_max_requests: int = option(
+        -1,
+        doc="SFTP requests in flight per file (-1: asyncssh's choice)",
+        check=_default_or_positive,
+        expect="-1 or an integer > 0",
+    )
+
+
 class TransferProvider(Provider):
     """The transfer worker of one node (provider name ``transfer``)."""
 
     name = "transfer"
+    Options = TransferOptions
+    settings: TransferOptions
 
-    def __init__(self, context: NodeContext, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, context: NodeContext, options: Mapping[str, Any] | TransferOptions | None = None
+    ) -> None:
         super().__init__(context, options)
-        o = self.take_options(
-            concurrency=4,
-            engine="sftp",
-            allow_roots=[],
-            known_hosts=None,
-            verify_host_keys=True,
-            client_keys=None,
-            connect_timeout=10.0,
-            idle_seconds=60.0,
-            max_attempts=4,
-            retry_initial_seconds=0.5,
-            retry_max_seconds=10.0,
-            redelivery_limit=5,
-            seal_key_file=None,
-            require_sealed=False,
-            state_dir=None,
-            queue_type="classic",
-            delivery_limit=None,
-            sftp_block_size=-1,
-            sftp_max_requests=-1,
-        )
-        if o["engine"] not in TRANSFER_ENGINES:
-            raise ProviderError(f"transfer: unknown engine {o['engine']!r}")
-        self.concurrency = int(o["concurrency"])
-        self.default_engine: str = o["engine"]
-        self.allow_roots = [os.path.realpath(os.path.expanduser(r)) for r in o["allow_roots"]]
-        self.max_attempts = max(1, int(o["max_attempts"]))
-        self.retry_initial = float(o["retry_initial_seconds"])
-        self.retry_max = float(o["retry_max_seconds"])
-        self.retry = Backoff(self.retry_initial, self.retry_max, jitter=0.5)
-        self.redelivery_limit = int(o["redelivery_limit"])
-        self.require_sealed = bool(o["require_sealed"])
-        self.seal_key = sealing.load_key(o["seal_key_file"]) if o["seal_key_file"] else None
-        self.state_dir = Path(o["state_dir"]) if o["state_dir"] else default_state_dir(context.node)
+        o = self.settings
+        self.concurrency = o.concurrency
+        self.default_engine: str = o.engine
+        self.allow_roots = [os.path.realpath(os.path.expanduser(r)) for r in o.allow_roots]
+        self.max_attempts = o.max_attempts
+        self.retry_initial = o.retry_initial_seconds
+        self.retry_max = o.retry_max_seconds
+        self.retry = Backoff(o.retry_initial_seconds, o.retry_max_seconds, jitter=0.5)
+        self.redelivery_limit = o.redelivery_limit
+        self.require_sealed = o.require_sealed
+        try:
+            self.seal_key = sealing.load_key(o.seal_key_file) if o.seal_key_file else None
+        except SealError as exc:
+            raise ProviderError(f"providers.transfer.seal_key_file: {exc}") from None
+        self.state_dir = o.state_dir or default_state_dir(context.node)
         self.queue_options = WorkQueueOptions(
-            queue_type=o["queue_type"], delivery_limit=o["delivery_limit"]
+            queue_type=o.queue_type, delivery_limit=o.delivery_limit
         )
+        known_hosts = str(o.known_hosts) if o.known_hosts else None
+        client_keys = [str(k) for k in o.client_keys] if o.client_keys is not None else None
         self.pool = SshPool(
             SshOptions(
-                known_hosts=o["known_hosts"],
-                verify_host_keys=bool(o["verify_host_keys"]),
-                client_keys=o["client_keys"],
-                connect_timeout=float(o["connect_timeout"]),
-                idle_seconds=float(o["idle_seconds"]),
+                known_hosts=known_hosts,
+                verify_host_keys=o.verify_host_keys,
+                client_keys=client_keys,
+                connect_timeout=o.connect_timeout,
+                idle_seconds=o.idle_seconds,
             )
         )
         self.engines: dict[str, Engine] = {
             "sftp": SftpEngine(
-                self.pool,
-                block_size=int(o["sftp_block_size"]),
-                max_requests=int(o["sftp_max_requests"]),
+                self.pool, block_size=o.sftp_block_size, max_requests=o.sftp_max_requests
             ),
             "scp": ScpEngine(self.pool),
             "openssh-scp": OpenSshScpEngine(
                 OpenSshOptions(
-                    known_hosts=o["known_hosts"],
-                    verify_host_keys=bool(o["verify_host_keys"]),
-                    identity_files=tuple(o["client_keys"] or ()),
-                    connect_timeout=float(o["connect_timeout"]),
+                    known_hosts=known_hosts,
+                    verify_host_keys=o.verify_host_keys,
+                    identity_files=tuple(client_keys or ()),
+                    connect_timeout=o.connect_timeout,
                 )
             ),
             "local": LocalEngine(),
