@@ -350,17 +350,20 @@ class Agent:
                 self._answer_snapshots(transport, snapshots, context),
                 name=f"agent {self.node} snapshots",
             )
-            tasks = [
-                asyncio.create_task(self._supervise(name, provider), name=f"provider {name}")
-                for name, provider in self._providers.items()
-            ]
-            log.info("agent %s running providers: %s", self.node, ", ".join(self._providers))
-            self._started.set()
-            try:
-                await self._stopping.wait()
-            finally:
-                self._stopping.set()
-                await self._finish(tasks)
+            async with asyncio.TaskGroup() as supervisors:
+                tasks = [
+                    supervisors.create_task(
+                        self._supervise(name, provider), name=f"provider {name}"
+                    )
+                    for name, provider in self._providers.items()
+                ]
+                log.info("agent %s running providers: %s", self.node, ", ".join(self._providers))
+                self._started.set()
+                try:
+                    await self._stopping.wait()
+                finally:
+                    self._stopping.set()
+                    await self._finish(tasks)
         finally:
             if responder is not None:
                 responder.cancel()
@@ -423,6 +426,7 @@ class Agent:
             self._status[name] = ProviderStatus(name)
 
     async def _finish(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Give the providers ``grace`` seconds, then cancel the rest (their group awaits)."""
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=self.grace)
@@ -434,7 +438,6 @@ class Agent:
                 self.grace,
             )
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _supervise(self, name: str, provider: Provider) -> None:
         status = self._status[name]

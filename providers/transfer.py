@@ -30,7 +30,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,39 +217,64 @@ class TransferProvider(Provider):
         store = JobStore(self.state_dir)
         transport = self.context.transport
         queue = await transport.declare_work_queue(self.context.node, self.queue_options)
-        in_flight: set[asyncio.Task[None]] = set()
         try:
             async with transport.consume(queue, prefetch=self.concurrency) as jobs:
                 self.set_health(True, f"consuming {queue}")
-                stop = asyncio.ensure_future(stopping.wait())
-                try:
-                    while not stopping.is_set():
-                        take = asyncio.ensure_future(anext(jobs))
-                        await asyncio.wait({take, stop}, return_when=asyncio.FIRST_COMPLETED)
-                        if not take.done():
-                            take.cancel()
-                            await asyncio.gather(take, return_exceptions=True)
-                            break
-                        try:
-                            delivery = take.result()
-                        except StopAsyncIteration:
-                            if stopping.is_set():
-                                break
-                            raise TransportError(f"consumer of {queue} closed under us") from None
-                        task = asyncio.create_task(self._handle(delivery, store))
-                        in_flight.add(task)
-                        task.add_done_callback(in_flight.discard)
-                finally:
-                    stop.cancel()
-                    # In-flight jobs finish and are acked; the agent cancels us (and so
-                    # them) after its grace period, and unacked jobs go back to the queue.
-                    await asyncio.gather(*in_flight, return_exceptions=True)
+                # Leaving the group waits for the in-flight jobs to finish and be acked;
+                # the agent cancels us (and so them) after its grace period, and unacked
+                # jobs go back to the queue.
+                async with asyncio.TaskGroup() as in_flight:
+                    failure = await self._take_jobs(jobs, queue, stopping, in_flight, store)
+                if failure is not None:
+                    raise failure
         finally:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
             await self.pool.close()
             store.close()
+
+    async def _take_jobs(
+        self,
+        jobs: AsyncIterator[Delivery],
+        queue: str,
+        stopping: asyncio.Event,
+        in_flight: asyncio.TaskGroup,
+        store: JobStore,
+    ) -> Exception | None:
+        """Start a job per delivery until ``stopping``; return why the consumer failed, if it did.
+
+        The failure is returned, not raised, so that the jobs in flight still finish first.
+        """
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            while not stopping.is_set():
+                take = asyncio.ensure_future(anext(jobs))
+                await asyncio.wait({take, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not take.done():
+                    take.cancel()
+                    await asyncio.gather(take, return_exceptions=True)
+                    break
+                try:
+                    delivery = take.result()
+                except StopAsyncIteration:
+                    if stopping.is_set():
+                        break
+                    return TransportError(f"consumer of {queue} closed under us")
+                except Exception as exc:
+                    return exc
+                in_flight.create_task(self._handle_unanswered(delivery, store))
+        finally:
+            stop.cancel()
+        return None
+
+    async def _handle_unanswered(self, delivery: Delivery, store: JobStore) -> None:
+        """:meth:`_handle`, logging a failure: the job stays unacked and comes back later."""
+        try:
+            await self._handle(delivery, store)
+        except Exception:
+            log.exception(
+                "node %s: job %s not answered (it goes back to the queue)",
+                self.context.node,
+                delivery.envelope.message_id or delivery.envelope.correlation_id or "?",
+            )
 
     async def _handle(self, delivery: Delivery, store: JobStore) -> None:
         request = await decode_delivery(delivery, TransferRequest)
