@@ -94,6 +94,10 @@ class Peer:
         return sum(size for _, size in self.probe_bytes)
 
 
+def _no_nul(text: str) -> bool:
+    return "\x00" not in text
+
+
 @dataclass(frozen=True, slots=True)
 class PeerOptions(Options):
     """A peer the profiler measures its link to (an entry of ``peers``)."""
@@ -108,6 +112,8 @@ class PeerOptions(Options):
         secret=True,
         min_length=1,
         max_length=4096,
+        check=_no_nul,
+        expect="a string of 1 to 4096 characters, no NUL",
     )
 
 

@@ -137,7 +137,7 @@ def test_network_options_check_their_peers_and_sizes() -> None:
 
 def test_a_password_never_appears_in_an_error() -> None:
     secret = "s3cret-Pa55"
-    for bad in ([secret], {"x": secret}, 12345):
+    for bad in ([secret], {"x": secret}, 12345, f"{secret}\x00", ""):
         message = refused(
             NetworkOptions,
             {"peers": [{"node": "n2", "host": "h", "user": "u", "password": bad}]},
@@ -358,7 +358,7 @@ CLI_CASES = [
         '[providers.network]\npeers = [{node = "n2", host = "h", user = "u", password = 7}]\n',
         (),
         "providers.network.peers[0].password: expected a string of 1 to 4096 characters, "
-        "got an integer",
+        "no NUL, got an integer",
         id="peer-password-type",
     ),
 ]
