@@ -70,7 +70,13 @@ _USER_UNSAFE_RE: Final = re.compile(r"^-|[\s\x00-\x1f\x7f]")
 
 
 def is_node_name(value: str) -> bool:
-    """Whether ``value`` is a node name: ``[A-Za-z0-9_-]+``, at most 100 characters."""
+    """Whether ``value`` is a node name: ``[A-Za-z0-9_-]+``, at most 100 characters.
+
+    Example::
+
+        >>> is_node_name("node-1"), is_node_name("node 1"), is_node_name("n" * 200)
+        (True, False, False)
+    """
     return len(value) <= MAX_NODE_NAME_CHARS and NODE_NAME_RE.fullmatch(value) is not None
 
 
@@ -92,7 +98,13 @@ def is_host(value: str) -> bool:
 
 
 def is_user_name(value: str) -> bool:
-    """Whether ``value`` can be a login name: not empty, no blanks, no leading ``-``."""
+    """Whether ``value`` can be a login name: not empty, no blanks, no leading ``-``.
+
+    Example::
+
+        >>> is_user_name("jupiter"), is_user_name("-oProxyCommand=x")
+        (True, False)
+    """
     return 0 < len(value) <= 255 and _USER_UNSAFE_RE.search(value) is None
 
 
@@ -123,6 +135,11 @@ class OptionSpec:
     ``check`` (with ``expect``, the words for what it wants) to each scalar value.
     ``secret`` values are never shown in an error. ``convert`` replaces the type-driven
     conversion for a field that needs its own (called with the value and its path).
+
+    Example::
+
+        field = dataclasses.fields(TransferOptions)[0]
+        field.metadata["jupiter_bus.option"].doc   # 'jobs run at once (...)'
     """
 
     doc: str
@@ -221,6 +238,11 @@ def convert(
     Unknown keys, missing required ones, values of the wrong type or outside their limits
     raise ``error`` naming the field's full path (``path`` is the table's own, e.g.
     ``providers.transfer``).
+
+    Example::
+
+        convert(TransferOptions, {"concurrency": 0}, path="providers.transfer")
+        # ConfigError: providers.transfer.concurrency: expected an integer from 1 to 65535, got 0
     """
     if isinstance(data, cls):
         return data
