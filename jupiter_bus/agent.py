@@ -24,19 +24,22 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, Self
+from urllib.parse import urlsplit
 
 import orjson
 
-from .errors import MessageError
+from .backoff import Backoff
+from .errors import ConfigError, MessageError, ProviderError
+from .options import HOST, NODE_NAME, Options, convert, option
 from .plugins import Health, NodeContext, Provider, load_provider
-from .topology import DEFAULT_EXCHANGE, check_node
-from .transport import Envelope, Subscription, Transport, connect
+from .topology import DEFAULT_EXCHANGE
+from .transport import Envelope, Subscription, Transport, create
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +146,83 @@ class RestartPolicy:
     max_seconds: float = 30.0
     healthy_after_seconds: float = 60.0
     """A provider that ran this long before crashing starts its backoff afresh."""
+    jitter: float = 0.5
+    """Each delay is shortened at random by up to this fraction (see :class:`Backoff`)."""
+
+    @property
+    def backoff(self) -> Backoff:
+        """The delays, as the :class:`~jupiter_bus.backoff.Backoff` shared by all retries."""
+        return Backoff(self.initial_seconds, self.max_seconds, self.jitter)
 
     def delay(self, failures: int) -> float:
         """Seconds to wait before the restart that follows ``failures`` crashes in a row."""
-        base = min(self.max_seconds, self.initial_seconds * 2.0 ** max(0, failures - 1))
-        return base * random.uniform(0.5, 1.0)
+        return self.backoff.delay(failures)
+
+
+_BUS_SCHEMES: Final = ("memory", "amqp", "amqps")
+"""URL schemes :func:`jupiter_bus.transport.connect` understands."""
+
+
+def _is_bus_url(url: str) -> bool:
+    return urlsplit(url).scheme in _BUS_SCHEMES
+
+
+def _provider_tables(tables: object, path: str) -> Mapping[str, Mapping[str, Any] | Options]:
+    """The ``[providers.<name>]`` tables, each converted by its provider's own options."""
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"{path}: expected a table of provider tables ([{path}.<name>])")
+    converted: dict[str, Mapping[str, Any] | Options] = {}
+    for name, table in tables.items():
+        try:
+            provider = load_provider(name)
+        except ProviderError as exc:
+            raise ProviderError(f"{path}.{name}: {exc}") from None
+        converted[name] = provider.parse_options(table)
+    return MappingProxyType(converted)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions(Options):
+    """What a node agent runs and where (the top level of the agent's TOML file).
+
+    Converted with :func:`jupiter_bus.options.convert`: a bad value, or an unknown key,
+    is refused with a :class:`ConfigError` naming it, before anything connects.
+
+    Example::
+
+        options = convert(AgentOptions, tomllib.load(file))
+        await Agent.from_options(options).run()
+    """
+
+    node: str = option(doc="this node's name", **NODE_NAME)
+    broker: str | None = option(
+        None,
+        doc="bus URL: memory://NAME, amqp://user:pass@host/vhost or amqps://... "
+        "(none: the program hands the agent a connected transport)",
+        check=_is_bus_url,
+        expect="a bus URL (memory://..., amqp://... or amqps://...)",
+        secret=True,
+    )
+    host: str | None = option(
+        None,
+        doc="where other nodes reach this node (sent with resource events)",
+        **HOST,
+    )
+    ssh_port: int | None = option(
+        None, doc="SSH port other nodes reach this node at", ge=1, le=65535
+    )
+    grace: float = option(
+        30.0,
+        doc="seconds providers get to finish when the agent stops, before they are cancelled",
+        unit="seconds",
+        ge=0,
+    )
+    providers: Mapping[str, Mapping[str, Any] | Options] = option(
+        factory=lambda: MappingProxyType({"resources": {}}),
+        doc="the providers to run, each with its options table ([providers.<name>])",
+        convert=_provider_tables,
+        expect="a table of provider tables",
+    )
 
 
 @dataclass(slots=True)
@@ -164,33 +239,65 @@ class ProviderStatus:
 class Agent:
     """Runs the providers of one node against one bus.
 
-    ``providers`` maps provider names to their options. ``host`` and ``ssh_port`` say
-    where other nodes reach this one (published with resource events).
+    ``providers`` maps provider names to their options (tables or options objects).
+    ``host`` and ``ssh_port`` say where other nodes reach this one (published with
+    resource events). Every option is checked here (:class:`AgentOptions`), so a bad
+    one raises :class:`~jupiter_bus.errors.ConfigError` before anything runs.
     """
 
     def __init__(
         self,
         node: str,
         broker: str | Transport,
-        providers: Mapping[str, Mapping[str, Any]],
+        providers: Mapping[str, Any],
         *,
         host: str | None = None,
         ssh_port: int | None = None,
         grace: float = 30.0,
         restart: RestartPolicy | None = None,
     ) -> None:
-        self.node = check_node(node)
+        self.options = convert(
+            AgentOptions,
+            {
+                "node": node,
+                "broker": broker if isinstance(broker, str) else None,
+                "host": host,
+                "ssh_port": ssh_port,
+                "grace": grace,
+                "providers": providers,
+            },
+        )
+        self.node = self.options.node
         self._broker = broker
-        self._config = {name: dict(options) for name, options in providers.items()}
-        self._host = host
-        self._ssh_port = ssh_port
-        self.grace = grace
+        self.grace = self.options.grace
         self.restart = restart or RestartPolicy()
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
         self._providers: dict[str, Provider] = {}
         self._status: dict[str, ProviderStatus] = {}
         self.context: NodeContext | None = None
+
+    @classmethod
+    def from_options(
+        cls,
+        options: AgentOptions,
+        *,
+        transport: Transport | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> Agent:
+        """An agent for ``options`` (on ``transport`` if given, else on ``options.broker``)."""
+        broker = transport if transport is not None else options.broker
+        if broker is None:
+            raise ConfigError("broker: required: expected a bus URL (or pass a transport)")
+        return cls(
+            options.node,
+            broker,
+            options.providers,
+            host=options.host,
+            ssh_port=options.ssh_port,
+            grace=options.grace,
+            restart=restart,
+        )
 
     def stop(self) -> None:
         """Ask the agent to stop: providers finish their work, then :meth:`run` returns."""
@@ -214,19 +321,28 @@ class Agent:
         """Connect, start every provider, supervise them until :meth:`stop`, then clean up."""
         owns_transport = not isinstance(self._broker, Transport)
         transport = (
-            await connect(self._broker, connection_name=f"jupiter-bus agent {self.node}")
+            create(self._broker, connection_name=f"jupiter-bus agent {self.node}")
             if isinstance(self._broker, str)
             else self._broker
         )
+        context = self.context = NodeContext(
+            node=self.node,
+            transport=transport,
+            host=self.options.host,
+            ssh_port=self.options.ssh_port,
+        )
+        try:
+            # Before connecting: a provider refusing its setup stops the agent untouched.
+            self._build_providers(context)
+        except BaseException:
+            if owns_transport:
+                await transport.close()
+            raise
         snapshots: Subscription | None = None
         responder: asyncio.Task[None] | None = None
         try:
-            context = self.context = NodeContext(
-                node=self.node, transport=transport, host=self._host, ssh_port=self._ssh_port
-            )
-            for name, options in self._config.items():
-                self._providers[name] = load_provider(name)(context, options)
-                self._status[name] = ProviderStatus(name)
+            if owns_transport:
+                await transport.connect()
             # Bound before started() fires: a request sent after it is answered.
             snapshots = transport.subscribe([SNAPSHOT_REQUEST_KEY])
             await snapshots.start()
@@ -234,17 +350,20 @@ class Agent:
                 self._answer_snapshots(transport, snapshots, context),
                 name=f"agent {self.node} snapshots",
             )
-            tasks = [
-                asyncio.create_task(self._supervise(name, provider), name=f"provider {name}")
-                for name, provider in self._providers.items()
-            ]
-            log.info("agent %s running providers: %s", self.node, ", ".join(self._providers))
-            self._started.set()
-            try:
-                await self._stopping.wait()
-            finally:
-                self._stopping.set()
-                await self._finish(tasks)
+            async with asyncio.TaskGroup() as supervisors:
+                tasks = [
+                    supervisors.create_task(
+                        self._supervise(name, provider), name=f"provider {name}"
+                    )
+                    for name, provider in self._providers.items()
+                ]
+                log.info("agent %s running providers: %s", self.node, ", ".join(self._providers))
+                self._started.set()
+                try:
+                    await self._stopping.wait()
+                finally:
+                    self._stopping.set()
+                    await self._finish(tasks)
         finally:
             if responder is not None:
                 responder.cancel()
@@ -301,7 +420,13 @@ class Agent:
         else:
             log.debug("agent %s: snapshot %s: sent %d events", self.node, request.id, len(bodies))
 
+    def _build_providers(self, context: NodeContext) -> None:
+        for name, options in self.options.providers.items():
+            self._providers[name] = load_provider(name)(context, options)
+            self._status[name] = ProviderStatus(name)
+
     async def _finish(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Give the providers ``grace`` seconds, then cancel the rest (their group awaits)."""
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=self.grace)
@@ -313,7 +438,6 @@ class Agent:
                 self.grace,
             )
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _supervise(self, name: str, provider: Provider) -> None:
         status = self._status[name]

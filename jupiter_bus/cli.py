@@ -16,12 +16,13 @@ import logging
 import signal
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .agent import Agent
+from .agent import Agent, AgentOptions
 from .demo import demo
 from .errors import ConfigError, JupiterBusError
+from .options import convert
 
 
 def _use_uvloop() -> None:
@@ -31,8 +32,8 @@ def _use_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _agent_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge the TOML config file (if any) with the command line (which wins)."""
+def _agent_options(args: argparse.Namespace) -> AgentOptions:
+    """The TOML config file (if any) with the command line over it, as checked options."""
     config: dict[str, Any] = {}
     if args.config:
         try:
@@ -40,38 +41,27 @@ def _agent_settings(args: argparse.Namespace) -> dict[str, Any]:
                 config = tomllib.load(file)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {args.config}: {exc}") from None
-    providers: dict[str, Any] = dict(config.get("providers", {}))
-    if args.providers:
+    settings = dict(config)
+    flags = {"node": args.node, "broker": args.broker, "host": args.host}
+    settings.update({key: value for key, value in flags.items() if value})
+    if args.ssh_port is not None:
+        settings["ssh_port"] = args.ssh_port
+    tables = config.get("providers")
+    if args.providers and (tables is None or isinstance(tables, Mapping)):
         names = [n.strip() for n in args.providers.split(",") if n.strip()]
-        providers = {name: providers.get(name, {}) for name in names}
-    elif not providers:
-        providers = {"resources": {}}
-    node = args.node or config.get("node")
-    broker = args.broker or config.get("broker")
-    if not node or not broker:
+        settings["providers"] = {name: (tables or {}).get(name, {}) for name in names}
+    elif isinstance(tables, Mapping) and not tables:
+        del settings["providers"]  # an empty table runs the default providers
+    if not settings.get("node") or not settings.get("broker"):
         raise ConfigError(
             "an agent needs --node NAME and --broker URL (or node/broker in --config)"
         )
-    return {
-        "node": node,
-        "broker": broker,
-        "providers": providers,
-        "host": args.host or config.get("host"),
-        "ssh_port": args.ssh_port or config.get("ssh_port"),
-        "grace": float(config.get("grace", 30.0)),
-    }
+    return convert(AgentOptions, settings)
 
 
-async def run_agent(settings: dict[str, Any]) -> int:
+async def run_agent(options: AgentOptions) -> int:
     """Run a node agent until SIGTERM or SIGINT; return the exit status."""
-    agent = Agent(
-        settings["node"],
-        settings["broker"],
-        settings["providers"],
-        host=settings["host"],
-        ssh_port=settings["ssh_port"],
-        grace=settings["grace"],
-    )
+    agent = Agent.from_options(options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
@@ -115,8 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _use_uvloop()
     try:
         if args.command == "agent":
-            return asyncio.run(run_agent(_agent_settings(args)))
+            return asyncio.run(run_agent(_agent_options(args)))
         return asyncio.run(demo(args.broker))
+    except ConfigError as exc:  # one line, the usage-error status: nothing was started
+        print(f"jupiter-bus: {exc}", file=sys.stderr)
+        return 2
     except JupiterBusError as exc:
         print(f"jupiter-bus: {exc}", file=sys.stderr)
         return 1

@@ -27,6 +27,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import time
@@ -37,6 +38,8 @@ from typing import Any, ClassVar
 from .batch import BATCH_CONTENT_TYPE, LinkBatch
 from .errors import MessageError, ProviderError
 from .messages import LinkCost, decode, encode
+from .options import Options as OptionsBase
+from .options import convert
 from .topology import EVENTS_EXCHANGE, network_batch_key, network_key
 from .transport import Transport
 from .transport.base import JSON_CONTENT_TYPE
@@ -235,16 +238,50 @@ class Provider(abc.ABC):
     """Base class of every provider.
 
     Subclasses set ``name`` and implement :meth:`run`. ``options`` come from the
-    agent's configuration (the provider's own table); unknown options should be
-    refused in ``__init__`` with a :class:`ProviderError` naming them.
+    agent's configuration (the provider's own table). A provider with typed options
+    sets :attr:`Options` to its options dataclass (:mod:`jupiter_bus.options`): the
+    table, or an instance, becomes :attr:`settings`, and a bad or unknown option is
+    refused with a :class:`ProviderError` naming ``providers.<name>.<option>``. Without
+    one, :meth:`take_options` reads the plain mapping and refuses unknown options.
+
+    Example::
+
+        class Heartbeat(Provider):
+            name = "heartbeat"
+            Options = HeartbeatOptions     # a frozen dataclass deriving from Options
+            settings: HeartbeatOptions
     """
 
     name: ClassVar[str]
+    Options: ClassVar[type[OptionsBase] | None] = None
+    """The provider's options dataclass; ``None``: untyped options (see :meth:`take_options`)."""
 
-    def __init__(self, context: NodeContext, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, context: NodeContext, options: Mapping[str, Any] | OptionsBase | None = None
+    ) -> None:
         self.context = context
-        self.options = dict(options or {})
+        self.settings: Any = self.parse_options(options)
+        self.options = (
+            {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)}
+            if isinstance(self.settings, OptionsBase)
+            else dict(self.settings)
+        )
         self._health = Health(ok=True, detail="starting")
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any] | OptionsBase | None) -> Any:
+        """``options`` as an instance of :attr:`Options` (a plain dict when it is ``None``).
+
+        Raises :class:`ProviderError` naming the bad option's full path, so the agent can
+        refuse a configuration before it connects or starts anything.
+        """
+        if cls.Options is None:
+            if options is not None and not isinstance(options, Mapping):
+                raise ProviderError(f"providers.{cls.name}: expected a table of options")
+            return dict(options or {})
+        return convert(
+            cls.Options, options or {}, path=f"providers.{cls.name}", error=ProviderError
+        )
 
     @abc.abstractmethod
     async def run(self, stopping: asyncio.Event) -> None:

@@ -34,21 +34,24 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias, get_args
 
+from jupiter_bus.backoff import Backoff
 from jupiter_bus.costmodel import Fit, LinkModel, kbit
-from jupiter_bus.errors import JupiterBusError, ProviderError
+from jupiter_bus.errors import ConfigError, JupiterBusError
 from jupiter_bus.messages import (
     LinkCost,
     ResourceSample,
+    TransferEngine,
     TransferRequest,
     TransferResult,
     decode,
     encode,
 )
+from jupiter_bus.options import HOST, NODE_NAME, USER_NAME, Options, option
 from jupiter_bus.plugins import NodeContext, Provider, TransferSample, wait_or_stop
 from jupiter_bus.receive import decoded_events
-from jupiter_bus.topology import TRANSFERS_EXCHANGE, check_node, network_key
+from jupiter_bus.topology import TRANSFERS_EXCHANGE, network_key
 
 from .transfer import default_state_dir
 
@@ -58,7 +61,8 @@ WARM_UP_BYTES = 1000
 """Size of the unrecorded probe that opens a link's SSH connection before a round."""
 
 
-PUBLISH_MODES: Final = ("links", "batch", "both")
+PublishMode: TypeAlias = Literal["links", "batch", "both"]
+PUBLISH_MODES: Final = get_args(PublishMode)
 """``publish`` option: one ``network.cost`` per changed link (``links``, what plain
 subscribers of ``network.*.*`` read), one ``network.batch`` per round on
 ``network-batch.<node>`` (``batch``, what the facade reads at scale), or both."""
@@ -90,6 +94,102 @@ class Peer:
         return sum(size for _, size in self.probe_bytes)
 
 
+def _no_nul(text: str) -> bool:
+    return "\x00" not in text
+
+
+@dataclass(frozen=True, slots=True)
+class PeerOptions(Options):
+    """A peer the profiler measures its link to (an entry of ``peers``)."""
+
+    node: str = option(doc="the peer's node name", **NODE_NAME)
+    host: str = option(doc="where the peer's SSH server is reached", **HOST)
+    port: int = option(22, doc="the peer's SSH port", ge=1, le=65535)
+    user: str | None = option(None, doc="login on the peer (none: default_user)", **USER_NAME)
+    password: str | None = option(
+        None,
+        doc="password of that login (none: this node's keys); prefer keys",
+        secret=True,
+        min_length=1,
+        max_length=4096,
+        check=_no_nul,
+        expect="a string of 1 to 4096 characters, no NUL",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkOptions(Options):
+    """Options of the network profiler (``[providers.network]``)."""
+
+    peers: tuple[PeerOptions, ...] = option((), doc="peers probed whether heard from or not")
+    default_user: str | None = option(
+        None,
+        doc="login for peers learned from resource events (none: learn no peers)",
+        **USER_NAME,
+    )
+    probe_sizes_kb: tuple[int, ...] = option(
+        (16, 256, 4096),
+        doc="probe payloads in KB (at least 3 distinct sizes)",
+        gt=0,
+        min_items=3,
+    )
+    probe_dir: str = option(
+        "jupiter-probes",
+        doc="folder on the peer that probes are written to (relative: in the peer user's home)",
+        min_length=1,
+    )
+    interval: float = option(60.0, doc="seconds between probing rounds", unit="seconds", gt=0)
+    jitter: float = option(
+        0.2, doc="rounds are spread by up to this fraction of interval", ge=0, le=1
+    )
+    max_probes_per_round: int = option(6, doc="probes in one round, all links together", ge=1)
+    budget_bytes_per_link_hour: int = option(
+        100_000_000, doc="probe bytes one link may carry per hour", ge=1
+    )
+    fresh_seconds: float = option(
+        600.0, doc="a probe size with a sample this recent is not probed again", ge=0
+    )
+    window: int = option(64, doc="samples kept per link for its fit", ge=3)
+    max_sample_age_seconds: float = option(
+        6 * 3600.0, doc="samples older than this leave the fit", gt=0
+    )
+    refresh_seconds: float = option(
+        300.0, doc="an unchanged fit is published again after this long", ge=0
+    )
+    change_tolerance: float = option(
+        0.05, doc="a fit that moved by more than this fraction is published at once", ge=0
+    )
+    peer_ttl_seconds: float = option(
+        180.0, doc="a learned peer not heard from this long is no longer probed", gt=0
+    )
+    probe_timeout: float = option(
+        60.0, doc="seconds one probe may take before it counts as failed", unit="seconds", gt=0
+    )
+    engine: TransferEngine | None = option(
+        None, doc="engine of the probes (none: the worker's default engine)"
+    )
+    state_dir: Path | None = option(
+        None, doc="folder of the probe files (none: $XDG_STATE_HOME/jupiter-bus/<node>)"
+    )
+    publish: PublishMode = option(
+        "links", doc="links: one network.cost per link; batch: one network.batch per round; both"
+    )
+
+    def check_together(self) -> None:
+        """At least 3 distinct probe sizes; a login for every configured peer."""
+        if len(set(self.probe_sizes_kb)) < 3:
+            raise ConfigError(
+                "probe_sizes_kb: expected at least 3 distinct sizes, got "
+                f"{sorted(set(self.probe_sizes_kb))}"
+            )
+        if self.default_user is None:
+            for i, peer in enumerate(self.peers):
+                if peer.user is None:
+                    raise ConfigError(
+                        f"peers[{i}].user: expected a user name (or set default_user), got none"
+                    )
+
+
 class NetworkProvider(Provider):
     """Measures and publishes the cost of the links from this node (provider ``network``).
 
@@ -102,57 +202,39 @@ class NetworkProvider(Provider):
     """
 
     name = "network"
+    Options = NetworkOptions
+    settings: NetworkOptions
 
-    def __init__(self, context: NodeContext, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, context: NodeContext, options: Mapping[str, Any] | NetworkOptions | None = None
+    ) -> None:
         super().__init__(context, options)
-        o = self.take_options(
-            peers=[],
-            default_user=None,
-            probe_sizes_kb=[16, 256, 4096],
-            probe_dir="jupiter-probes",  # relative: in each peer user's home
-            interval=60.0,
-            jitter=0.2,
-            max_probes_per_round=6,
-            budget_bytes_per_link_hour=100_000_000,
-            fresh_seconds=600.0,
-            window=64,
-            max_sample_age_seconds=6 * 3600.0,
-            refresh_seconds=300.0,
-            change_tolerance=0.05,
-            peer_ttl_seconds=180.0,
-            probe_timeout=60.0,
-            engine=None,
-            state_dir=None,
-            publish="links",
+        o = self.settings
+        self.probe_sizes = [kb * 1000 for kb in sorted(set(o.probe_sizes_kb))]
+        self.probe_dir = o.probe_dir
+        self.interval = o.interval
+        self.jitter = o.jitter
+        self.max_probes_per_round = o.max_probes_per_round
+        self.budget = o.budget_bytes_per_link_hour
+        self.fresh_seconds = o.fresh_seconds
+        self.window = o.window
+        self.max_sample_age = o.max_sample_age_seconds
+        self.refresh_seconds = o.refresh_seconds
+        self.change_tolerance = o.change_tolerance
+        self.peer_ttl = o.peer_ttl_seconds
+        self.probe_timeout = o.probe_timeout
+        self.engine: str | None = o.engine
+        self.publish_mode: str = o.publish
+        self.default_user: str | None = o.default_user
+        self.local_dir = (o.state_dir or default_state_dir(context.node)) / "probes"
+        # A failed link waits 2, 4, ... 64 rounds (at most an hour) before its next probe.
+        self.failure_backoff = Backoff(
+            initial_seconds=2 * self.interval,
+            max_seconds=min(64 * self.interval, 3600.0),
+            jitter=0.0,
         )
-        sizes = sorted({int(kb) for kb in o["probe_sizes_kb"]})
-        if len(sizes) < 3 or sizes[0] <= 0:
-            raise ProviderError("network: probe_sizes_kb needs at least 3 distinct positive sizes")
-        self.probe_sizes = [kb * 1000 for kb in sizes]
-        self.probe_dir = str(o["probe_dir"])
-        self.interval = float(o["interval"])
-        self.jitter = float(o["jitter"])
-        self.max_probes_per_round = int(o["max_probes_per_round"])
-        self.budget = int(o["budget_bytes_per_link_hour"])
-        self.fresh_seconds = float(o["fresh_seconds"])
-        self.window = int(o["window"])
-        self.max_sample_age = float(o["max_sample_age_seconds"])
-        self.refresh_seconds = float(o["refresh_seconds"])
-        self.change_tolerance = float(o["change_tolerance"])
-        self.peer_ttl = float(o["peer_ttl_seconds"])
-        self.probe_timeout = float(o["probe_timeout"])
-        self.engine: str | None = o["engine"]
-        if o["publish"] not in PUBLISH_MODES:
-            raise ProviderError(
-                f"network: publish must be one of {', '.join(PUBLISH_MODES)}, got {o['publish']!r}"
-            )
-        self.publish_mode: str = o["publish"]
-        self.default_user: str | None = o["default_user"]
-        self.local_dir = (
-            Path(o["state_dir"]) if o["state_dir"] else default_state_dir(context.node)
-        ) / "probes"
         self.peers: dict[str, Peer] = {}
-        for entry in o["peers"]:
+        for entry in o.peers:
             peer = self._peer(entry)
             peer.configured = True
             self.peers[peer.node] = peer
@@ -160,19 +242,15 @@ class NetworkProvider(Provider):
         self.probes_sent = 0
         self.probe_failures = 0
 
-    def _peer(self, entry: Mapping[str, Any]) -> Peer:
-        try:
-            node = check_node(str(entry["node"]))
-            return Peer(
-                node=node,
-                host=str(entry["host"]),
-                port=int(entry.get("port", 22)),
-                user=str(entry.get("user") or self.default_user or ""),
-                password=entry.get("password"),
-                model=LinkModel(window=self.window, max_age_seconds=self.max_sample_age),
-            )
-        except (KeyError, ValueError, JupiterBusError) as exc:
-            raise ProviderError(f"network: bad peer entry ({type(exc).__name__}: {exc})") from None
+    def _peer(self, entry: PeerOptions) -> Peer:
+        return Peer(
+            node=entry.node,
+            host=entry.host,
+            port=entry.port,
+            user=entry.user or self.default_user or "",
+            password=entry.password,
+            model=LinkModel(window=self.window, max_age_seconds=self.max_sample_age),
+        )
 
     # -- samples ------------------------------------------------------------------
 
@@ -189,6 +267,7 @@ class NetworkProvider(Provider):
     async def _watch_resources(self) -> None:
         """Learn peers from resource events (host, ssh_port) of other nodes."""
         transport = self.context.transport
+        refused: set[str] = set()
         async with transport.subscribe(["resource.*"]) as feed:
             async for _, message in decoded_events(transport, feed, ResourceSample):
                 assert isinstance(message, ResourceSample)
@@ -198,14 +277,21 @@ class NetworkProvider(Provider):
                 if peer is not None:
                     peer.last_seen = time.monotonic()
                 elif self.default_user:
-                    self.peers[message.node] = self._peer(
-                        {
-                            "node": message.node,
-                            "host": message.host,
-                            "port": message.ssh_port or 22,
-                            "user": self.default_user,
-                        }
-                    )
+                    try:
+                        entry = PeerOptions(
+                            node=message.node,
+                            host=message.host,
+                            port=message.ssh_port or 22,
+                            user=self.default_user,
+                        )
+                    except ConfigError as exc:
+                        if message.node not in refused:  # said once, not every event
+                            refused.add(message.node)
+                            log.warning(
+                                "node %s: not probing %s: %s", self.context.node, message.node, exc
+                            )
+                        continue
+                    self.peers[message.node] = self._peer(entry)
                     log.info(
                         "node %s: probing new peer %s at %s",
                         self.context.node,
@@ -302,7 +388,7 @@ class NetworkProvider(Provider):
         peer.failures += 1
         peer.last_error = reason
         self.probe_failures += 1
-        backoff = min(self.interval * 2 ** min(peer.failures, 6), 3600.0)
+        backoff = self.failure_backoff.delay(peer.failures)
         peer.next_probe_at = time.monotonic() + backoff
         log.warning(
             "node %s: link to %s: probe failed (%s); not probing it for %.0f s",

@@ -12,16 +12,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
-from jupiter_bus.errors import ProviderError, TransportError
+from jupiter_bus.errors import TransportError
 from jupiter_bus.messages import ResourceSample, encode
+from jupiter_bus.options import Options, option
 from jupiter_bus.plugins import NodeContext, Provider, wait_or_stop
 from jupiter_bus.topology import resource_key
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceOptions(Options):
+    """Options of the ``resources`` provider (``[providers.resources]``)."""
+
+    interval: float = option(5.0, doc="seconds between two resource events", unit="seconds", gt=0)
 
 
 class ResourceProvider(Provider):
@@ -37,13 +46,14 @@ class ResourceProvider(Provider):
     """
 
     name = "resources"
+    Options = ResourceOptions
+    settings: ResourceOptions
 
-    def __init__(self, context: NodeContext, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, context: NodeContext, options: Mapping[str, Any] | ResourceOptions | None = None
+    ) -> None:
         super().__init__(context, options)
-        settings = self.take_options(interval=5.0)
-        self.interval = float(settings["interval"])
-        if not self.interval > 0:
-            raise ProviderError(f"resources: interval must be > 0 seconds, got {self.interval}")
+        self.interval = self.settings.interval
         self._cpu_times: tuple[float, float] | None = None
 
     def _cpu_percent(self) -> float:

@@ -29,16 +29,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jupiter_bus import sealing
+from jupiter_bus.backoff import Backoff
 from jupiter_bus.errors import CopyFailure, ProviderError, SealError, TransportError
 from jupiter_bus.messages import (
-    TRANSFER_ENGINES,
+    TransferEngine,
     TransferError,
     TransferRequest,
     TransferResult,
@@ -46,10 +47,12 @@ from jupiter_bus.messages import (
     encode,
     redact,
 )
+from jupiter_bus.options import Options, option
 from jupiter_bus.plugins import NodeContext, Provider, TransferSample
 from jupiter_bus.receive import decode_delivery
 from jupiter_bus.topology import EVENTS_EXCHANGE, transfer_done_key
 from jupiter_bus.transport import Delivery, Envelope, WorkQueueOptions
+from jupiter_bus.transport.base import QueueType
 
 from .copy_engines import (
     CopyJob,
@@ -67,77 +70,131 @@ from .ssh_pool import SshOptions, SshPool
 log = logging.getLogger(__name__)
 
 
+def _default_or_positive(value: int) -> bool:
+    return value == -1 or value > 0
+
+
 def default_state_dir(node: str) -> Path:
     """Where a node's job store lives unless configured: ``$XDG_STATE_HOME/jupiter-bus/<node>``."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(base) / "jupiter-bus" / node
 
 
+@dataclass(frozen=True, slots=True)
+class TransferOptions(Options):
+    """Options of the transfer worker (``[providers.transfer]``)."""
+
+    concurrency: int = option(
+        4, doc="jobs run at once (the prefetch of the node's work queue)", ge=1, le=65535
+    )
+    engine: TransferEngine = option("sftp", doc="engine of requests that name none")
+    allow_roots: tuple[Path, ...] = option(
+        (),
+        doc="sources must lie under one of these folders (empty: any file this process "
+        "can read, with a warning at start)",
+    )
+    known_hosts: Path | None = option(
+        None,
+        doc="known_hosts file the peers' host keys are checked against (none: ~/.ssh/known_hosts)",
+    )
+    verify_host_keys: bool = option(
+        True, doc="false reproduces Jupiter's StrictHostKeyChecking=no (warned at start)"
+    )
+    client_keys: tuple[Path, ...] | None = option(
+        None, doc="private keys for requests without a password (none: ~/.ssh keys and agent)"
+    )
+    connect_timeout: float = option(
+        10.0, doc="seconds an SSH connection may take to open", unit="seconds", gt=0
+    )
+    idle_seconds: float = option(60.0, doc="pooled SSH connections unused this long close", ge=0)
+    max_attempts: int = option(
+        4, doc="attempts of a job failing transiently (refused, reset, timed out)", ge=1
+    )
+    retry_initial_seconds: float = option(
+        0.5, doc="wait before the second attempt; doubled for each further one", ge=0
+    )
+    retry_max_seconds: float = option(10.0, doc="longest wait between two attempts", ge=0)
+    redelivery_limit: int = option(
+        5, doc="a job redelivered more often than this is dead-lettered, not run", ge=0
+    )
+    seal_key_file: Path | None = option(
+        None, doc="deployment key that opens sealed passwords (jupiter_bus.sealing)"
+    )
+    require_sealed: bool = option(False, doc="refuse jobs whose password is sent in clear")
+    state_dir: Path | None = option(
+        None, doc="folder of the job store (none: $XDG_STATE_HOME/jupiter-bus/<node>)"
+    )
+    queue_type: QueueType = option(
+        "classic", doc="type of the work queue; every declarer in a deployment must agree"
+    )
+    delivery_limit: int | None = option(
+        None, doc="quorum queues: x-delivery-limit, after which the broker dead-letters", ge=1
+    )
+    sftp_block_size: int = option(
+        -1,
+        doc="bytes per SFTP read/write request (-1: asyncssh's choice)",
+        check=_default_or_positive,
+        expect="-1 or an integer > 0",
+    )
+    sftp_max_requests: int = option(
+        -1,
+        doc="SFTP requests in flight per file (-1: asyncssh's choice)",
+        check=_default_or_positive,
+        expect="-1 or an integer > 0",
+    )
+
+
 class TransferProvider(Provider):
     """The transfer worker of one node (provider name ``transfer``)."""
 
     name = "transfer"
+    Options = TransferOptions
+    settings: TransferOptions
 
-    def __init__(self, context: NodeContext, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, context: NodeContext, options: Mapping[str, Any] | TransferOptions | None = None
+    ) -> None:
         super().__init__(context, options)
-        o = self.take_options(
-            concurrency=4,
-            engine="sftp",
-            allow_roots=[],
-            known_hosts=None,
-            verify_host_keys=True,
-            client_keys=None,
-            connect_timeout=10.0,
-            idle_seconds=60.0,
-            max_attempts=4,
-            retry_initial_seconds=0.5,
-            retry_max_seconds=10.0,
-            redelivery_limit=5,
-            seal_key_file=None,
-            require_sealed=False,
-            state_dir=None,
-            queue_type="classic",
-            delivery_limit=None,
-            sftp_block_size=-1,
-            sftp_max_requests=-1,
-        )
-        if o["engine"] not in TRANSFER_ENGINES:
-            raise ProviderError(f"transfer: unknown engine {o['engine']!r}")
-        self.concurrency = int(o["concurrency"])
-        self.default_engine: str = o["engine"]
-        self.allow_roots = [os.path.realpath(os.path.expanduser(r)) for r in o["allow_roots"]]
-        self.max_attempts = max(1, int(o["max_attempts"]))
-        self.retry_initial = float(o["retry_initial_seconds"])
-        self.retry_max = float(o["retry_max_seconds"])
-        self.redelivery_limit = int(o["redelivery_limit"])
-        self.require_sealed = bool(o["require_sealed"])
-        self.seal_key = sealing.load_key(o["seal_key_file"]) if o["seal_key_file"] else None
-        self.state_dir = Path(o["state_dir"]) if o["state_dir"] else default_state_dir(context.node)
+        o = self.settings
+        self.concurrency = o.concurrency
+        self.default_engine: str = o.engine
+        self.allow_roots = [os.path.realpath(os.path.expanduser(r)) for r in o.allow_roots]
+        self.max_attempts = o.max_attempts
+        self.retry_initial = o.retry_initial_seconds
+        self.retry_max = o.retry_max_seconds
+        self.retry = Backoff(o.retry_initial_seconds, o.retry_max_seconds, jitter=0.5)
+        self.redelivery_limit = o.redelivery_limit
+        self.require_sealed = o.require_sealed
+        try:
+            self.seal_key = sealing.load_key(o.seal_key_file) if o.seal_key_file else None
+        except SealError as exc:
+            raise ProviderError(f"providers.transfer.seal_key_file: {exc}") from None
+        self.state_dir = o.state_dir or default_state_dir(context.node)
         self.queue_options = WorkQueueOptions(
-            queue_type=o["queue_type"], delivery_limit=o["delivery_limit"]
+            queue_type=o.queue_type, delivery_limit=o.delivery_limit
         )
+        known_hosts = str(o.known_hosts) if o.known_hosts else None
+        client_keys = [str(k) for k in o.client_keys] if o.client_keys is not None else None
         self.pool = SshPool(
             SshOptions(
-                known_hosts=o["known_hosts"],
-                verify_host_keys=bool(o["verify_host_keys"]),
-                client_keys=o["client_keys"],
-                connect_timeout=float(o["connect_timeout"]),
-                idle_seconds=float(o["idle_seconds"]),
+                known_hosts=known_hosts,
+                verify_host_keys=o.verify_host_keys,
+                client_keys=client_keys,
+                connect_timeout=o.connect_timeout,
+                idle_seconds=o.idle_seconds,
             )
         )
         self.engines: dict[str, Engine] = {
             "sftp": SftpEngine(
-                self.pool,
-                block_size=int(o["sftp_block_size"]),
-                max_requests=int(o["sftp_max_requests"]),
+                self.pool, block_size=o.sftp_block_size, max_requests=o.sftp_max_requests
             ),
             "scp": ScpEngine(self.pool),
             "openssh-scp": OpenSshScpEngine(
                 OpenSshOptions(
-                    known_hosts=o["known_hosts"],
-                    verify_host_keys=bool(o["verify_host_keys"]),
-                    identity_files=tuple(o["client_keys"] or ()),
-                    connect_timeout=float(o["connect_timeout"]),
+                    known_hosts=known_hosts,
+                    verify_host_keys=o.verify_host_keys,
+                    identity_files=tuple(client_keys or ()),
+                    connect_timeout=o.connect_timeout,
                 )
             ),
             "local": LocalEngine(),
@@ -160,39 +217,64 @@ class TransferProvider(Provider):
         store = JobStore(self.state_dir)
         transport = self.context.transport
         queue = await transport.declare_work_queue(self.context.node, self.queue_options)
-        in_flight: set[asyncio.Task[None]] = set()
         try:
             async with transport.consume(queue, prefetch=self.concurrency) as jobs:
                 self.set_health(True, f"consuming {queue}")
-                stop = asyncio.ensure_future(stopping.wait())
-                try:
-                    while not stopping.is_set():
-                        take = asyncio.ensure_future(anext(jobs))
-                        await asyncio.wait({take, stop}, return_when=asyncio.FIRST_COMPLETED)
-                        if not take.done():
-                            take.cancel()
-                            await asyncio.gather(take, return_exceptions=True)
-                            break
-                        try:
-                            delivery = take.result()
-                        except StopAsyncIteration:
-                            if stopping.is_set():
-                                break
-                            raise TransportError(f"consumer of {queue} closed under us") from None
-                        task = asyncio.create_task(self._handle(delivery, store))
-                        in_flight.add(task)
-                        task.add_done_callback(in_flight.discard)
-                finally:
-                    stop.cancel()
-                    # In-flight jobs finish and are acked; the agent cancels us (and so
-                    # them) after its grace period, and unacked jobs go back to the queue.
-                    await asyncio.gather(*in_flight, return_exceptions=True)
+                # Leaving the group waits for the in-flight jobs to finish and be acked;
+                # the agent cancels us (and so them) after its grace period, and unacked
+                # jobs go back to the queue.
+                async with asyncio.TaskGroup() as in_flight:
+                    failure = await self._take_jobs(jobs, queue, stopping, in_flight, store)
+                if failure is not None:
+                    raise failure
         finally:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
             await self.pool.close()
             store.close()
+
+    async def _take_jobs(
+        self,
+        jobs: AsyncIterator[Delivery],
+        queue: str,
+        stopping: asyncio.Event,
+        in_flight: asyncio.TaskGroup,
+        store: JobStore,
+    ) -> Exception | None:
+        """Start a job per delivery until ``stopping``; return why the consumer failed, if it did.
+
+        The failure is returned, not raised, so that the jobs in flight still finish first.
+        """
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            while not stopping.is_set():
+                take = asyncio.ensure_future(anext(jobs))
+                await asyncio.wait({take, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not take.done():
+                    take.cancel()
+                    await asyncio.gather(take, return_exceptions=True)
+                    break
+                try:
+                    delivery = take.result()
+                except StopAsyncIteration:
+                    if stopping.is_set():
+                        break
+                    return TransportError(f"consumer of {queue} closed under us")
+                except Exception as exc:
+                    return exc
+                in_flight.create_task(self._handle_unanswered(delivery, store))
+        finally:
+            stop.cancel()
+        return None
+
+    async def _handle_unanswered(self, delivery: Delivery, store: JobStore) -> None:
+        """:meth:`_handle`, logging a failure: the job stays unacked and comes back later."""
+        try:
+            await self._handle(delivery, store)
+        except Exception:
+            log.exception(
+                "node %s: job %s not answered (it goes back to the queue)",
+                self.context.node,
+                delivery.envelope.message_id or delivery.envelope.correlation_id or "?",
+            )
 
     async def _handle(self, delivery: Delivery, store: JobStore) -> None:
         request = await decode_delivery(delivery, TransferRequest)
@@ -352,9 +434,7 @@ class TransferProvider(Provider):
     ) -> float | None:
         if not failure.transient or attempts >= self.max_attempts:
             return None
-        delay = min(self.retry_max, self.retry_initial * 2.0 ** (attempts - 1)) * random.uniform(
-            0.5, 1.0
-        )
+        delay = self.retry.delay(attempts)
         if deadline is not None and time.time() + delay >= deadline:
             return None
         return delay

@@ -46,6 +46,19 @@ class Tiny(Provider):
             )
 
 
+class Stubborn(Provider):
+    """Ignores ``stopping``: only the agent's cancel after its grace period ends it."""
+
+    name = "stubborn"
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            RUNS["stubborn_cancelled"] = RUNS.get("stubborn_cancelled", 0) + 1
+            raise
+
+
 class Crashy(Provider):
     name = "crashy"
 
@@ -68,6 +81,7 @@ def third_party_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
         f"[jupiter_bus.providers]\ntiny = {name}:Tiny\ncrashy = {name}:Crashy\n"
+        f"stubborn = {name}:Stubborn\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     return name
@@ -172,10 +186,32 @@ async def test_crashing_provider_is_restarted_and_the_agent_keeps_going(
             await asyncio.wait_for(task, WAIT)
 
 
+@pytest.mark.parametrize("how", ["stop", "cancel"])
+async def test_a_provider_ignoring_stop_is_cancelled_after_the_grace_period(
+    third_party_plugin: str, transport: Transport, unique: str, how: str
+) -> None:
+    plugin = sys.modules.get(third_party_plugin) or __import__(third_party_plugin)
+    agent = Agent(f"gr-{unique}", transport, {"stubborn": {}, "tiny": {}}, grace=0.3)
+    task = asyncio.create_task(agent.run())
+    await asyncio.wait_for(agent.started(), WAIT)
+    await eventually(lambda: agent.status()["stubborn"].running)
+    started = asyncio.get_running_loop().time()
+    if how == "stop":
+        agent.stop()
+        await asyncio.wait_for(task, WAIT)
+    else:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, WAIT)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert plugin.RUNS.get("stubborn_cancelled") == 1
+    assert 0.3 <= elapsed < WAIT  # the grace period was given, then the provider cancelled
+    assert agent.status()["tiny"].restarts == 0
+
+
 async def test_bad_provider_options_are_refused_by_name(transport: Transport) -> None:
-    agent = Agent("opt", transport, {"resources": {"interval": 1, "intervall": 2}})
-    with pytest.raises(ProviderError, match="no option 'intervall'"):
-        await agent.run()
+    with pytest.raises(ProviderError, match=r"providers\.resources: no option 'intervall'"):
+        Agent("opt", transport, {"resources": {"interval": 1, "intervall": 2}})
 
 
 @pytest.mark.amqp
@@ -216,7 +252,7 @@ def test_cli_agent_without_node_says_what_is_missing() -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--node NAME" in result.stderr
 
 

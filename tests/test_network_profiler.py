@@ -15,6 +15,7 @@ from jupiter_providers.network import NetworkProvider
 from jupiter_bus.agent import Agent
 from jupiter_bus.batch import decode_batch
 from jupiter_bus.costmodel import kbit
+from jupiter_bus.errors import ProviderError
 from jupiter_bus.messages import LinkCost, ResourceSample, decode, encode
 from jupiter_bus.plugins import NodeContext, TransferSample
 from jupiter_bus.topology import EVENTS_EXCHANGE, network_batch_key, network_key, resource_key
@@ -210,5 +211,8 @@ async def test_a_round_of_changes_can_go_out_as_one_batch(
 
 
 def test_an_unknown_publish_mode_is_refused(transport: Transport, tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="publish must be one of links, batch, both"):
+    with pytest.raises(
+        ProviderError,
+        match=r"providers\.network\.publish: expected one of 'links', 'batch', 'both'",
+    ):
         make_profiler(transport, tmp_path, publish="sometimes")
