@@ -42,7 +42,6 @@ from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar
 
 from . import sealing
-from .agent import SNAPSHOT_REQUEST_KEY, SnapshotRequest
 from .batch import LinkBatch
 from .errors import (
     AuthError,
@@ -74,6 +73,7 @@ from .messages import (
     encode,
 )
 from .receive import decode_delivery, decoded_events_and_batches
+from .snapshot import ask, superseded
 from .state import (
     Coverage,
     NetworkData,
@@ -83,7 +83,6 @@ from .state import (
 )
 from .topology import (
     DEFAULT_EXCHANGE,
-    EVENTS_EXCHANGE,
     TRANSFERS_EXCHANGE,
     check_node,
     work_queue,
@@ -498,15 +497,7 @@ class JupiterInterface:
         subscription = self._subscription
         if subscription is None:
             raise InterfaceClosed("the event feed is not open")
-        request_id = str(uuid.uuid4())
-        await transport.publish(
-            EVENTS_EXCHANGE,
-            SNAPSHOT_REQUEST_KEY,
-            SnapshotRequest.body(request_id, batch=True),
-            reply_to=subscription.name,
-            correlation_id=request_id,
-            message_id=request_id,
-        )
+        request_id = await ask(transport, subscription.name, batch=True)
         log.debug("facade %s: snapshot %s requested", self._client_id, request_id)
         return request_id
 
@@ -519,7 +510,7 @@ class JupiterInterface:
             held = self._resources.held_ts(message.node)
         else:
             return False
-        return held is not None and held >= message.ts
+        return superseded(held, message.ts)
 
     async def _pump(self, subscription: Subscription) -> None:
         """Feed events into the states, the watches and the transfer waiters.

@@ -9,10 +9,17 @@ import pytest
 
 import jupiter_bus
 import jupiter_bus.facade
+import jupiter_bus.snapshot
 import jupiter_bus.state
 import jupiter_bus.transport
 
-MODULES = [jupiter_bus, jupiter_bus.transport, jupiter_bus.facade, jupiter_bus.state]
+MODULES = [
+    jupiter_bus,
+    jupiter_bus.transport,
+    jupiter_bus.facade,
+    jupiter_bus.state,
+    jupiter_bus.snapshot,
+]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
