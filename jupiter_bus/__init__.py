@@ -16,29 +16,29 @@ from __future__ import annotations
 
 from . import messages
 from .errors import (
+    AuthError,
+    InterfaceClosed,
     InvalidName,
+    InvalidRequest,
     InvalidURL,
     JupiterBusError,
     MessageError,
-    RequestTimeout,
-    TransportError,
-    Unroutable,
-)
-from .facade import (
-    AuthError,
-    InterfaceClosed,
-    InvalidRequest,
-    JupiterInterface,
     NoReply,
     NotFound,
     PermissionDenied,
     RemoteError,
+    RequestTimeout,
+    StaleState,
+    StateUnavailable,
     TransferFailed,
     TransferTimeout,
+    TransportError,
     Unreachable,
+    Unroutable,
 )
+from .facade import JupiterInterface
 from .messages import LinkCost, ResourceSample, TransferError, TransferRequest, TransferResult
-from .state import NetworkData, ResourceData, StaleState, StateUnavailable
+from .state import NetworkData, ResourceData
 from .transport import Transport, WorkQueueOptions, connect
 
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@
   (transfer workers hand unfinished jobs back to the queue, never lose them);
 - a provider that crashes is restarted with exponential backoff and jitter, logged,
   and its health says so; the agent itself keeps running;
-- the agent answers ``snapshot.request`` events (:class:`SnapshotRequest`): it sends
+- the agent answers ``snapshot.request`` events (:mod:`jupiter_bus.snapshot`): it sends
   the latest body of every key its providers published through
   :meth:`NodeContext.publish_event` to the request's ``reply_to``, so a scheduler that
   starts late has the whole picture at once, not after the next publication.
@@ -23,119 +23,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import urlsplit
 
-import orjson
-
 from .backoff import Backoff
-from .errors import ConfigError, MessageError, ProviderError
+from .errors import ConfigError, ProviderError
 from .options import HOST, NODE_NAME, Options, convert, option
 from .plugins import Health, NodeContext, Provider, load_provider
-from .topology import DEFAULT_EXCHANGE
-from .transport import Envelope, Subscription, Transport, create
+
+# The snapshot protocol lives in jupiter_bus.snapshot; its names stay importable from here.
+from .snapshot import SNAPSHOT_REQUEST_KEY as SNAPSHOT_REQUEST_KEY
+from .snapshot import SNAPSHOT_REQUEST_TYPE as SNAPSHOT_REQUEST_TYPE
+from .snapshot import SnapshotRequest as SnapshotRequest
+from .snapshot import SnapshotResponder
+from .transport import Transport, create
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_REQUEST_KEY: Final = "snapshot.request"
-"""Routing key on ``jupiter.events`` of the requests that every agent answers."""
-SNAPSHOT_REQUEST_TYPE: Final = "snapshot.request"
-"""Body ``type`` of a snapshot request."""
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotRequest:
-    """A late joiner's request for the latest event of every key each node owns.
-
-    Published on ``jupiter.events`` as ``snapshot.request`` with AMQP ``reply_to`` (the
-    queue the answers go to) and, optionally, ``correlation_id`` (default: the body's
-    ``id``); the body is ``{"v": 1, "type": "snapshot.request", "id", "ts"}`` and, from a
-    reader of batches, ``"batch": true``. Every agent answers by sending each remembered
-    body (``resource``, ``network.cost``...) unchanged to ``reply_to`` through the
-    default exchange, with that correlation id; with ``batch``, its links travel as one
-    binary ``network.batch`` instead of one message per link.
-
-    Example::
-
-        async with bus.subscribe(["resource.*", "network.*.*"]) as feed:
-            await bus.publish("jupiter.events", SNAPSHOT_REQUEST_KEY, SnapshotRequest.body(),
-                              reply_to=feed.name)
-            async for envelope in feed:   # the answers, then live events
-                ...
-    """
-
-    id: str
-    ts: float
-    reply_to: str
-    correlation_id: str
-    batch: bool = False
-    """Whether the asker reads ``network.batch`` (links in one message per node)."""
-
-    @staticmethod
-    def body(
-        request_id: str | None = None, ts: float | None = None, *, batch: bool = False
-    ) -> bytes:
-        """The JSON body of a new request (a fresh uuid4 ``id``; ``ts`` now)."""
-        obj: dict[str, Any] = {
-            "v": 1,
-            "type": SNAPSHOT_REQUEST_TYPE,
-            "id": request_id or str(uuid.uuid4()),
-            "ts": time.time() if ts is None else ts,
-        }
-        if batch:
-            obj["batch"] = True
-        return orjson.dumps(obj)
-
-    @classmethod
-    def from_envelope(cls, envelope: Envelope) -> Self:
-        """Read a request loosely (unknown fields ignored); :class:`MessageError` if bad."""
-        try:
-            obj: Any = orjson.loads(envelope.body)
-        except orjson.JSONDecodeError as exc:
-            raise MessageError(f"body is not valid JSON: {exc}") from None
-        if type(obj) is not dict:
-            raise MessageError(f"body must be a JSON object, got {type(obj).__name__}")
-        version, kind, request_id, ts = obj.get("v"), obj.get("type"), obj.get("id"), obj.get("ts")
-        if type(version) is not int or version != 1:
-            newer = type(version) is int and version > 1
-            raise MessageError(
-                f"version {version} is newer than this agent understands (1)"
-                if newer
-                else f"must be the integer 1, got {version!r:.40}",
-                field="v",
-            )
-        if kind != SNAPSHOT_REQUEST_TYPE:
-            shown = f"{kind!r:.70}"
-            raise MessageError(f"expected {SNAPSHOT_REQUEST_TYPE!r}, got {shown}", field="type")
-        if not isinstance(request_id, str) or not request_id:
-            raise MessageError("must be a non-empty string", field="id")
-        if (
-            isinstance(ts, bool)
-            or not isinstance(ts, int | float)
-            or not (math.isfinite(ts) and ts >= 0)
-        ):
-            raise MessageError(f"must be epoch seconds >= 0, got {ts!r:.40}", field="ts")
-        batch = obj.get("batch")  # null reads as absent
-        if batch is not None and type(batch) is not bool:
-            raise MessageError(f"must be true or false, got {batch!r:.40}", field="batch")
-        if not envelope.reply_to:
-            raise MessageError(
-                "the AMQP property reply_to is missing: there is nowhere to send the snapshot",
-                field="reply_to",
-            )
-        return cls(
-            id=request_id,
-            ts=float(ts),
-            reply_to=envelope.reply_to,
-            correlation_id=envelope.correlation_id or request_id,
-            batch=batch is True,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,18 +245,13 @@ class Agent:
             if owns_transport:
                 await transport.close()
             raise
-        snapshots: Subscription | None = None
-        responder: asyncio.Task[None] | None = None
+        responder: SnapshotResponder | None = None
         try:
             if owns_transport:
                 await transport.connect()
             # Bound before started() fires: a request sent after it is answered.
-            snapshots = transport.subscribe([SNAPSHOT_REQUEST_KEY])
-            await snapshots.start()
-            responder = asyncio.create_task(
-                self._answer_snapshots(transport, snapshots, context),
-                name=f"agent {self.node} snapshots",
-            )
+            responder = SnapshotResponder(transport, context, name=f"agent {self.node}")
+            await responder.start()
             async with asyncio.TaskGroup() as supervisors:
                 tasks = [
                     supervisors.create_task(
@@ -366,59 +268,10 @@ class Agent:
                     await self._finish(tasks)
         finally:
             if responder is not None:
-                responder.cancel()
-                await asyncio.gather(responder, return_exceptions=True)
-            if snapshots is not None:
-                await snapshots.close()
+                await responder.close()
             if owns_transport:
                 await transport.close()
             log.info("agent %s stopped", self.node)
-
-    async def _answer_snapshots(
-        self, transport: Transport, feed: Subscription, context: NodeContext
-    ) -> None:
-        """Answer each ``snapshot.request``; dead-letter bad ones; never stop for one."""
-        async for envelope in feed:
-            try:
-                try:
-                    request = SnapshotRequest.from_envelope(envelope)
-                except MessageError as exc:
-                    await transport.dead_letter(envelope, str(exc))
-                    continue
-                await self._answer(transport, context, request)
-            except Exception:
-                log.exception("agent %s: snapshot request not answered", self.node)
-
-    async def _answer(
-        self, transport: Transport, context: NodeContext, request: SnapshotRequest
-    ) -> None:
-        bodies = context.snapshot_bodies(batch=request.batch)
-        # Concurrent publishes: on AMQP their confirms are pipelined, not awaited in turn.
-        outcomes = await asyncio.gather(
-            *(
-                transport.publish(
-                    DEFAULT_EXCHANGE,
-                    request.reply_to,
-                    body,
-                    correlation_id=request.correlation_id,
-                    content_type=content_type,
-                )
-                for body, content_type in bodies
-            ),
-            return_exceptions=True,
-        )
-        failed = [o for o in outcomes if isinstance(o, BaseException)]
-        if failed:
-            log.warning(
-                "agent %s: snapshot %s: %d of %d answers not sent (%s)",
-                self.node,
-                request.id,
-                len(failed),
-                len(bodies),
-                failed[0],
-            )
-        else:
-            log.debug("agent %s: snapshot %s: sent %d events", self.node, request.id, len(bodies))
 
     def _build_providers(self, context: NodeContext) -> None:
         for name, options in self.options.providers.items():

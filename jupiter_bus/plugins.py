@@ -35,14 +35,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .batch import BATCH_CONTENT_TYPE, LinkBatch
-from .errors import MessageError, ProviderError
-from .messages import LinkCost, decode, encode
+from .batch import BATCH_CONTENT_TYPE
+from .errors import ProviderError
+from .messages import LinkCost
 from .options import Options as OptionsBase
 from .options import convert
-from .topology import EVENTS_EXCHANGE, network_batch_key, network_key
+from .snapshot import LastValues
+from .topology import EVENTS_EXCHANGE, network_batch_key
 from .transport import Transport
-from .transport.base import JSON_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,7 @@ class NodeContext:
     host: str | None = None
     ssh_port: int | None = None
     samples: SampleFeed = field(default_factory=SampleFeed)
-    _last: dict[str, bytes] = field(default_factory=dict, repr=False, init=False)
-    _links: dict[str, LinkCost] = field(default_factory=dict, repr=False, init=False)
-    _batch: bytes | None = field(default=None, repr=False, init=False)
+    _values: LastValues = field(default_factory=LastValues, repr=False, init=False)
 
     def owns_key(self, routing_key: str) -> bool:
         """Whether ``routing_key`` is one of this node's: its second word is the node.
@@ -144,14 +142,7 @@ class NodeContext:
                 f"its keys are '<kind>.{self.node}' or '<kind>.{self.node}.<peer>'"
             )
         body = bytes(body)
-        self._last[routing_key] = body
-        if routing_key.startswith("network."):
-            # Kept decoded too, so a snapshot can answer with one batch of all links.
-            self._batch = None
-            try:
-                self._links[routing_key] = decode(body, LinkCost)
-            except MessageError:
-                self._links.pop(routing_key, None)  # answered as the body it is
+        self._values.remember(routing_key, body)
         await self.transport.publish(EVENTS_EXCHANGE, routing_key, body)
 
     async def publish_links(self, costs: Sequence[LinkCost]) -> None:
@@ -172,15 +163,7 @@ class NodeContext:
             )
         if not costs:
             return
-        keys = set()
-        for cost in costs:
-            key = network_key(cost.src, cost.dst)
-            keys.add(key)
-            self._links[key] = cost
-            self._last.pop(key, None)  # encoded when a per-link answer needs it
-        body = LinkBatch.from_costs(costs).to_binary()
-        # When it holds every link the node has, it is also the next snapshot answer.
-        self._batch = body if len(keys) == len(self._links) == len(costs) else None
+        body = self._values.remember_links(costs)
         await self.transport.publish(
             EVENTS_EXCHANGE,
             network_batch_key(self.node),
@@ -190,17 +173,11 @@ class NodeContext:
 
     def forget_event(self, routing_key: str) -> bool:
         """Stop offering ``routing_key`` to late joiners (e.g. a peer that left)."""
-        had_link = self._links.pop(routing_key, None) is not None
-        if had_link:
-            self._batch = None
-        return (self._last.pop(routing_key, None) is not None) or had_link
+        return self._values.forget(routing_key)
 
     def last_events(self) -> dict[str, bytes]:
         """The latest body of each key this node published (a copy; links as JSON)."""
-        for key, cost in self._links.items():
-            if key not in self._last:
-                self._last[key] = encode(cost)
-        return dict(self._last)
+        return self._values.bodies()
 
     def snapshot_bodies(self, *, batch: bool) -> list[tuple[bytes, str]]:
         """``(body, content_type)`` of everything a snapshot answer carries.
@@ -208,16 +185,7 @@ class NodeContext:
         With ``batch``, the links travel as one binary ``network.batch`` (cached until a
         link changes) and every other key as its JSON body; without, one body per key.
         """
-        if not batch or not self._links:
-            return [(body, JSON_CONTENT_TYPE) for body in self.last_events().values()]
-        if self._batch is None:
-            self._batch = LinkBatch.from_costs(list(self._links.values())).to_binary()
-        bodies = [(self._batch, BATCH_CONTENT_TYPE)]
-        links = self._links
-        bodies.extend(
-            (body, JSON_CONTENT_TYPE) for key, body in self._last.items() if key not in links
-        )
-        return bodies
+        return self._values.snapshot_bodies(batch=batch)
 
 
 @dataclass(frozen=True, slots=True)

@@ -666,16 +666,16 @@ async def test_cancelling_any_wait_leaves_nothing_behind(
             assert asyncio.all_tasks() == baseline
             assert bus.network._signal._waiters == []
             assert bus.resources._signal._waiters == []
-            assert bus._waiters == {}
+            assert bus._completions._waiters == {}
             assert reply_waiters(transport) == {}
             assert updates._waiter is None
             async with bus.watch_network() as scoped:
-                assert len(bus._network_watches) == 1
-            assert scoped not in bus._network_watches
-            assert len(bus._network_watches) == 0
+                assert len(bus._watches.network) == 1
+            assert scoped not in bus._watches.network
+            assert len(bus._watches.network) == 0
             del updates, waits, wait, task
             gc.collect()  # the cancelled task's traceback held the watch in a cycle
-            assert len(bus._resource_watches) == 0  # dropped: unregistered
+            assert len(bus._watches.resources) == 0  # dropped: unregistered
         assert asyncio.all_tasks() <= baseline
         assert owned_by(transport) == set()  # subscription and consumer closed
         with pytest.raises(TransportError):

@@ -9,10 +9,27 @@ import pytest
 
 import jupiter_bus
 import jupiter_bus.facade
+import jupiter_bus.facade.interface
+import jupiter_bus.facade.pump
+import jupiter_bus.facade.reads
+import jupiter_bus.facade.transfers
+import jupiter_bus.facade.watch
+import jupiter_bus.snapshot
 import jupiter_bus.state
 import jupiter_bus.transport
 
-MODULES = [jupiter_bus, jupiter_bus.transport, jupiter_bus.facade, jupiter_bus.state]
+MODULES = [
+    jupiter_bus,
+    jupiter_bus.transport,
+    jupiter_bus.facade,
+    jupiter_bus.facade.interface,
+    jupiter_bus.facade.pump,
+    jupiter_bus.facade.reads,
+    jupiter_bus.facade.transfers,
+    jupiter_bus.facade.watch,
+    jupiter_bus.state,
+    jupiter_bus.snapshot,
+]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

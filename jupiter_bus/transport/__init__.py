@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidURL
 from .base import (
+    JSON_CONTENT_TYPE,
     Consumer,
     Delivery,
     Envelope,
@@ -34,6 +35,7 @@ from .base import (
 )
 
 __all__ = [
+    "JSON_CONTENT_TYPE",
     "Consumer",
     "Delivery",
     "Envelope",

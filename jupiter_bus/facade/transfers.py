@@ -1,0 +1,396 @@
+"""The facade's transfer client: requests to a node's worker, and their results.
+
+- :class:`TransferClient` turns a :class:`TransferJob` (what the caller asked) into a
+  :class:`~jupiter_bus.messages.TransferRequest` (password sealed when a key is given),
+  sends it to the executing node's work queue and either awaits the reply
+  (``data_transfer``) or returns the job id (``submit_transfer``);
+- :class:`CompletionCollector` takes results from the interface's durable completion
+  queue and from ``transfer.done`` events, holds them until a caller collects them
+  (``wait_transfer``), and wakes the callers waiting.
+
+Example::
+
+    completions = CompletionCollector("jupiter.completions.x", named=False,
+                                      max_results=100, is_open=lambda: True, owner="x")
+    client = TransferClient(completions, node="node1", seal_key=None)
+    job_id = await client.submit(transport, TransferJob("10.0.0.2", "jupiter", None, "/a", "/b"))
+    result = await client.wait(job_id, timeout=60, check=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from .. import sealing
+from ..errors import (
+    InterfaceClosed,
+    InvalidRequest,
+    JupiterBusError,
+    MessageError,
+    NoReply,
+    RemoteError,
+    RequestTimeout,
+    TransportError,
+    Unreachable,
+    Unroutable,
+    transfer_error,
+)
+from ..messages import TransferEngine, TransferRequest, TransferResult, decode, encode
+from ..receive import decode_delivery
+from ..topology import TRANSFERS_EXCHANGE, check_node, work_queue
+from ..transport import Consumer, Delivery, Transport
+
+__all__ = ["COMPLETION_PREFIX", "CompletionCollector", "TransferClient", "TransferJob"]
+
+log = logging.getLogger(__name__)
+
+COMPLETION_PREFIX: Final = "jupiter.completions."
+"""Default completion queue of an interface: this prefix and its client id."""
+
+
+class CompletionCollector:
+    """Results of submitted jobs: the completion-queue consumer, the results held (taken,
+    not yet collected: their deliveries are acked once collected), the recently collected
+    ones, the recent ``transfer.done`` results, and the callers waiting. Each map keeps at
+    most ``max_results``.
+
+    ``named``: the queue was chosen by the caller (kept on close; the default one is
+    deleted). ``is_open`` says whether the owning interface is still open; ``owner``
+    (its client id) goes in log lines.
+
+    Example::
+
+        completions = CompletionCollector(queue, named=True, max_results=100,
+                                          is_open=lambda: True, owner="c1")
+        await completions.ensure(transport)
+        result = await completions.wait(job_id, timeout=60.0)
+    """
+
+    def __init__(
+        self,
+        queue: str,
+        *,
+        named: bool,
+        max_results: int,
+        is_open: Callable[[], bool],
+        owner: str,
+    ) -> None:
+        self.queue = queue
+        self.named = named
+        self._owner = owner
+        self._max_results = max_results
+        self._is_open = is_open
+        self._transport: Transport | None = None
+        self._consumer: Consumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._held: OrderedDict[str, tuple[TransferResult, Delivery]] = OrderedDict()
+        self._collected: OrderedDict[str, TransferResult] = OrderedDict()
+        self._done: OrderedDict[str, TransferResult] = OrderedDict()
+        self._waiters: dict[str, list[asyncio.Future[TransferResult]]] = {}
+
+    @property
+    def held(self) -> int:
+        """Results taken from the completion queue and not yet collected."""
+        return len(self._held)
+
+    async def wait(self, job_id: str, timeout: float) -> TransferResult:
+        """The result of ``job_id``, collected (acked); :class:`NoReply` after ``timeout``."""
+        result = await self._ready_result(job_id)
+        if result is not None:
+            return result
+        waiter: asyncio.Future[TransferResult] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job_id, []).append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except TimeoutError:
+            held = len(self._held)
+            raise NoReply(
+                f"no result for job {job_id} within {timeout:g} s; the job may still run"
+                + (
+                    f" ({held} uncollected results are held: collect them with "
+                    "wait_transfer, the rest wait in the queue)"
+                    if held >= self._max_results
+                    else ""
+                ),
+                job_id=job_id,
+            ) from None
+        finally:
+            futures = self._waiters.get(job_id)
+            if futures is not None and waiter in futures:
+                futures.remove(waiter)
+                if not futures:
+                    del self._waiters[job_id]
+
+    async def _ready_result(self, job_id: str) -> TransferResult | None:
+        """A result already here for ``job_id``, marked collected (its delivery acked)."""
+        result = self._collected.get(job_id)
+        if result is not None:
+            self._collected.move_to_end(job_id)
+            return result
+        held = self._held.pop(job_id, None)
+        if held is not None:
+            result, delivery = held
+            self._remember(job_id, result)
+            await delivery.ack()
+            return result
+        result = self._done.get(job_id)
+        if result is not None:
+            self._remember(job_id, result)
+        return result
+
+    def _remember(self, job_id: str, result: TransferResult) -> None:
+        self._collected[job_id] = result
+        self._collected.move_to_end(job_id)
+        while len(self._collected) > self._max_results:
+            self._collected.popitem(last=False)
+
+    def _resolve(self, job_id: str, result: TransferResult) -> bool:
+        """Hand ``result`` to the callers waiting for it; whether there were any."""
+        futures = self._waiters.pop(job_id, None)
+        if not futures:
+            return False
+        for future in futures:
+            if not future.done():
+                future.set_result(result)
+        self._remember(job_id, result)
+        return True
+
+    def on_done(self, result: TransferResult) -> None:
+        """A ``transfer.done`` event: remember it a while and wake its waiters."""
+        job_id = result.request_id
+        self._done[job_id] = result
+        while len(self._done) > self._max_results:
+            self._done.popitem(last=False)
+        self._resolve(job_id, result)
+
+    def fail_waiters(self, error: BaseException) -> None:
+        """Make every caller waiting for a result raise ``error``."""
+        waiters, self._waiters = self._waiters, {}
+        for futures in waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+
+    async def ensure(self, transport: Transport) -> str:
+        """Declare the completion queue and start collecting from it (once); its name."""
+        if self._task is not None:
+            return self.queue
+        async with self._lock:
+            if self._task is None:
+                await transport.declare_queue(self.queue)
+                self._transport = transport
+                consumer = transport.consume(self.queue, prefetch=min(self._max_results, 65_535))
+                try:
+                    await consumer.start()
+                    if not self._is_open():  # closed while this was starting
+                        raise InterfaceClosed("the JupiterInterface was closed")
+                except BaseException:
+                    await consumer.close()
+                    raise
+                self._consumer = consumer
+                self._task = asyncio.create_task(
+                    self._collect(consumer), name=f"jupiter-bus completions {self.queue}"
+                )
+        return self.queue
+
+    async def _collect(self, consumer: Consumer) -> None:
+        """Take results from the completion queue; ack each once a caller collected it."""
+        try:
+            async for delivery in consumer:
+                result = await decode_delivery(delivery, TransferResult)
+                if result is None:
+                    continue  # dead-lettered with its reason
+                job_id = delivery.envelope.correlation_id or result.request_id
+                if job_id in self._collected or self._resolve(job_id, result):
+                    await delivery.ack()
+                else:
+                    self._held[job_id] = (result, delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if self._is_open():
+                log.exception("facade %s: completion queue %s failed", self._owner, self.queue)
+
+    def cancel(self) -> list[asyncio.Task[None]]:
+        """Cancel the collecting task and return it, to be awaited (results stay held
+        until :meth:`close`)."""
+        if self._task is None:
+            return []
+        self._task.cancel()
+        return [self._task]
+
+    async def close(self) -> None:
+        """Close the consumer (held results go back to the queue); delete a default queue."""
+        try:
+            if self._consumer is not None:
+                await self._consumer.close()
+            if self._transport is not None and not self.named:
+                with contextlib.suppress(TransportError):
+                    await self._transport.delete_queue(self.queue)
+        finally:
+            self._held.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class TransferJob:
+    """What a caller asked to copy, as given to ``data_transfer``/``submit_transfer``
+    (fields in their order), before it is checked and becomes a request.
+
+    Example::
+
+        TransferJob("10.0.0.2", "jupiter", None, "/out/a", "/in/a", via="node1")
+    """
+
+    ip: str
+    user: str
+    pword: str | None = field(repr=False)
+    source: str
+    destination: str
+    via: str | None = None
+    port: int = 22
+    engine: TransferEngine | None = None
+    idempotency_key: str | None = None
+    create_dirs: bool = False
+
+
+class TransferClient:
+    """Sends transfer jobs to a node's worker (``node``: the default executing node;
+    ``seal_key``: seal passwords first) and reads their results through ``completions``.
+
+    Example::
+
+        client = TransferClient(completions, node="node1", seal_key=None)
+        job = TransferJob("10.0.0.2", "jupiter", None, "/a", "/b")
+        result = await client.send(transport, job, timeout=60.0)
+    """
+
+    def __init__(
+        self, completions: CompletionCollector, *, node: str | None, seal_key: bytes | None
+    ) -> None:
+        self._completions = completions
+        self._node = node
+        self._seal_key = seal_key
+
+    def executing_node(self, via: str | None) -> str:
+        """The node that runs a transfer: ``via``, else the default; checked."""
+        node = via if via is not None else self._node
+        if node is None:
+            raise InvalidRequest(
+                "no executing node: pass via='<node>' or JupiterInterface(..., node='<node>')"
+            )
+        try:
+            return check_node(node, what="executing node")
+        except JupiterBusError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    def request(self, job: TransferJob) -> TransferRequest:
+        """``job`` as a validated request (password sealed with the key, if any)."""
+        password = job.pword or None
+        try:
+            if password is not None and self._seal_key is not None:
+                password = sealing.seal(password, self._seal_key)
+            return TransferRequest(
+                host=job.ip,
+                port=job.port,
+                user=job.user,
+                password=password,
+                source=job.source,
+                destination=job.destination,
+                engine=job.engine,
+                idempotency_key=job.idempotency_key or "",
+                create_dirs=job.create_dirs,
+            )
+        except MessageError as exc:  # its text never echoes a value
+            raise InvalidRequest(f"transfer request refused before sending: {exc}") from None
+
+    async def send(
+        self, transport: Transport, job: TransferJob, *, timeout: float
+    ) -> TransferResult:
+        """Send ``job`` and await its result (``JupiterInterface.data_transfer``)."""
+        node = self.executing_node(job.via)
+        request = self.request(job)
+        log.info("job %s: transfer via node %s to %s:%d", request.id, node, job.ip, job.port)
+        try:
+            reply = await transport.request(
+                TRANSFERS_EXCHANGE,
+                node,
+                encode(request),
+                timeout=timeout,
+                correlation_id=request.id,
+            )
+        except Unroutable:
+            raise _no_worker(node, request.id) from None
+        except RequestTimeout:
+            raise NoReply(
+                f"no result for job {request.id} from node {node} within {timeout:g} s; "
+                "the job may still run (its result will appear on transfer.done)",
+                job_id=request.id,
+                node=node,
+            ) from None
+        try:
+            result = decode(reply.body, TransferResult)
+        except MessageError as exc:
+            raise RemoteError(
+                f"job {request.id}: node {node} answered something unreadable: {exc}",
+                job_id=request.id,
+                node=node,
+            ) from None
+        return _checked(result, job.pword)
+
+    async def submit(self, transport: Transport, job: TransferJob) -> str:
+        """Publish ``job`` persistent, its result to the completion queue; its id."""
+        node = self.executing_node(job.via)
+        request = self.request(job)
+        queue = await self._completions.ensure(transport)
+        try:
+            await transport.publish(
+                TRANSFERS_EXCHANGE,
+                node,
+                encode(request),
+                persistent=True,
+                mandatory=True,
+                reply_to=queue,
+                correlation_id=request.id,
+                message_id=request.id,
+            )
+        except Unroutable:
+            raise _no_worker(node, request.id) from None
+        log.info("job %s: submitted via node %s, results to %s", request.id, node, queue)
+        return request.id
+
+    async def wait(self, job_id: str, *, timeout: float, check: bool) -> TransferResult:
+        """The result of a submitted job; with ``check``, raise its error if it failed."""
+        result = await self._completions.wait(job_id, timeout)
+        return _checked(result, None) if check else result
+
+
+def _no_worker(node: str, job_id: str) -> Unreachable:
+    return Unreachable(
+        f"node {node!r} runs no transfer worker: nothing consumes {work_queue(node)} "
+        "(start its agent with the transfer provider, or choose another node with via=)",
+        job_id=job_id,
+        node=node,
+    )
+
+
+def _checked(result: TransferResult, password: str | None) -> TransferResult:
+    """``result`` when it succeeded; otherwise raise the error of its kind."""
+    if result.ok or result.error is None:
+        return result
+    kind = result.error.kind
+    message = result.error.message
+    if password:
+        message = message.replace(password, "***")
+    cls = transfer_error(kind)
+    raise cls(
+        f"transfer {result.request_id} via node {result.node} failed ({kind}): {message}",
+        result=result,
+    )
