@@ -48,7 +48,8 @@ import numpy.typing as npt
 import orjson
 
 from .errors import MessageError
-from .messages import SCHEMA_VERSION, CostModel, LinkCost, _node, _valid_nodes
+from .messages import SCHEMA_VERSION, CostModel, LinkCost
+from .messages.fields import _node, _valid_nodes
 
 BATCH_TYPE: Final = "network.batch"
 """Body ``type`` of a batch."""

@@ -34,6 +34,7 @@ from jupiter_bus.messages import (
     TransferError,
     TransferRequest,
     TransferResult,
+    codec,
     decode,
     encode,
     redact,
@@ -289,11 +290,11 @@ def test_link_cost_fast_path_agrees_with_checked_path(
     # decode takes a shortcut for plainly valid link costs; it must agree with _build.
     wire = _wire(cost) | ({name: value} if mutate else {})
     try:
-        built = messages._build(LinkCost, messages._WIRE["network.cost"][1], wire)
+        built = codec._build(LinkCost, codec._WIRE["network.cost"][1], wire)
     except MessageError:
-        assert messages._link_cost_fast(wire) is None
+        assert codec._link_cost_fast(wire) is None
         return
-    fast = messages._link_cost_fast(wire)
+    fast = codec._link_cost_fast(wire)
     assert fast is None or fast == built
     assert decode(_dumps(wire)) == built
 
@@ -301,7 +302,7 @@ def test_link_cost_fast_path_agrees_with_checked_path(
 def test_link_cost_fast_path_is_taken_for_a_plain_body() -> None:
     body = (CONTRACT_DIR / "network.cost.json").read_bytes()
     cost = decode(body)  # the first sight of a node name goes the checked way
-    assert messages._link_cost_fast(orjson.loads(body)) == cost
+    assert codec._link_cost_fast(orjson.loads(body)) == cost
 
 
 # -- garbage in: MessageError, never anything else --------------------------------------------
