@@ -42,6 +42,13 @@ from .snapshot import SnapshotRequest as SnapshotRequest
 from .snapshot import SnapshotResponder
 from .transport import Transport, create
 
+__all__ = [
+    "Agent",
+    "AgentOptions",
+    "ProviderStatus",
+    "RestartPolicy",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -24,6 +24,11 @@ from .demo import demo
 from .errors import ConfigError, JupiterBusError
 from .options import convert
 
+__all__ = [
+    "main",
+    "run_agent",
+]
+
 
 def _use_uvloop() -> None:
     with contextlib.suppress(ImportError):

@@ -37,6 +37,14 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "Fit",
+    "LinkModel",
+    "Sample",
+    "fit",
+    "kbit",
+]
+
 Model = Literal["quadratic", "linear", "constrained"]
 FloatArray = npt.NDArray[np.float64]
 

@@ -26,6 +26,11 @@ from .topology import (
 from .transport import Envelope, Subscription, Transport, connect
 from .transport.base import safe_url
 
+__all__ = [
+    "NODE",
+    "demo",
+]
+
 NODE = "demo-node1"
 
 

@@ -44,6 +44,18 @@ from .snapshot import LastValues
 from .topology import EVENTS_EXCHANGE, network_batch_key
 from .transport import Transport
 
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Health",
+    "NodeContext",
+    "Provider",
+    "SampleFeed",
+    "TransferSample",
+    "available_providers",
+    "load_provider",
+    "wait_or_stop",
+]
+
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "jupiter_bus.providers"

@@ -25,6 +25,13 @@ from .errors import MessageError
 from .messages import Message, decode, redact
 from .transport import Delivery, Envelope, Subscription, Transport
 
+__all__ = [
+    "decode_delivery",
+    "decode_event",
+    "decoded_events",
+    "decoded_events_and_batches",
+]
+
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
 

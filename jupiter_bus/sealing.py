@@ -21,6 +21,15 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from .errors import SealError
 
+__all__ = [
+    "PREFIX",
+    "is_sealed",
+    "load_key",
+    "new_key",
+    "seal",
+    "unseal",
+]
+
 PREFIX = "sealed:"
 
 

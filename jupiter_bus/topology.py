@@ -17,6 +17,25 @@ import re
 
 from .errors import InvalidName
 
+__all__ = [
+    "DEAD_EXCHANGE",
+    "DEAD_QUEUE",
+    "DEFAULT_EXCHANGE",
+    "ERROR_HEADER",
+    "EVENTS_EXCHANGE",
+    "MAX_NODE_NAME_CHARS",
+    "NODE_NAME_RE",
+    "ORIGINAL_EXCHANGE_HEADER",
+    "ORIGINAL_ROUTING_KEY_HEADER",
+    "TRANSFERS_EXCHANGE",
+    "check_node",
+    "network_batch_key",
+    "network_key",
+    "resource_key",
+    "transfer_done_key",
+    "work_queue",
+]
+
 EVENTS_EXCHANGE = "jupiter.events"
 """Topic exchange carrying resource, network-cost and transfer-done events."""
 TRANSFERS_EXCHANGE = "jupiter.transfers"

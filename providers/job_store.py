@@ -13,6 +13,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+__all__ = [
+    "JobStore",
+]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     key TEXT PRIMARY KEY,

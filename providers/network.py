@@ -55,6 +55,16 @@ from jupiter_bus.topology import TRANSFERS_EXCHANGE, network_key
 
 from .transfer import default_state_dir
 
+__all__ = [
+    "PUBLISH_MODES",
+    "WARM_UP_BYTES",
+    "NetworkOptions",
+    "NetworkProvider",
+    "Peer",
+    "PeerOptions",
+    "PublishMode",
+]
+
 log = logging.getLogger(__name__)
 
 WARM_UP_BYTES = 1000

@@ -23,6 +23,11 @@ from jupiter_bus.options import Options, option
 from jupiter_bus.plugins import NodeContext, Provider, wait_or_stop
 from jupiter_bus.topology import resource_key
 
+__all__ = [
+    "ResourceOptions",
+    "ResourceProvider",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -22,6 +22,13 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
+__all__ = [
+    "FAST_CIPHERS",
+    "PooledConnection",
+    "SshOptions",
+    "SshPool",
+]
+
 log = logging.getLogger(__name__)
 
 FAST_CIPHERS = (

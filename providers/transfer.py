@@ -67,6 +67,12 @@ from .copy_engines import (
 from .job_store import JobStore
 from .ssh_pool import SshOptions, SshPool
 
+__all__ = [
+    "TransferOptions",
+    "TransferProvider",
+    "default_state_dir",
+]
+
 log = logging.getLogger(__name__)
 
 

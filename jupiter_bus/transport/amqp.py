@@ -55,6 +55,14 @@ from .base import (
     safe_url,
 )
 
+__all__ = [
+    "DIRECT_REPLY_TO",
+    "AmqpConsumer",
+    "AmqpDelivery",
+    "AmqpSubscription",
+    "AmqpTransport",
+]
+
 log = logging.getLogger(__name__)
 
 # aiormq logs whole frames at DEBUG, bodies included: a transfer request's password

@@ -40,6 +40,15 @@ from .base import (
     topic_matches,
 )
 
+__all__ = [
+    "MemoryConsumer",
+    "MemoryDelivery",
+    "MemorySubscription",
+    "MemoryTransport",
+    "drop_memory_broker",
+    "memory_broker_names",
+]
+
 log = logging.getLogger(__name__)
 
 _REPLY_PREFIX = "memory.reply."
