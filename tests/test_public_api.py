@@ -9,10 +9,29 @@ import pytest
 
 import jupiter_bus
 import jupiter_bus.facade
+import jupiter_bus.formats
 import jupiter_bus.state
+import jupiter_bus.state.coverage
+import jupiter_bus.state.network_data
+import jupiter_bus.state.network_state
+import jupiter_bus.state.resources
+import jupiter_bus.state.signal
+import jupiter_bus.state.tables
 import jupiter_bus.transport
 
-MODULES = [jupiter_bus, jupiter_bus.transport, jupiter_bus.facade, jupiter_bus.state]
+MODULES = [
+    jupiter_bus,
+    jupiter_bus.transport,
+    jupiter_bus.facade,
+    jupiter_bus.formats,
+    jupiter_bus.state,
+    jupiter_bus.state.coverage,
+    jupiter_bus.state.network_data,
+    jupiter_bus.state.network_state,
+    jupiter_bus.state.resources,
+    jupiter_bus.state.signal,
+    jupiter_bus.state.tables,
+]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
