@@ -16,6 +16,8 @@ thread (the one place jupiter-bus uses a thread):
   ``{node: {"cpu", "memory", "last_update"}}``;
 - :func:`profilers_mapping_decorator`, as in the original.
 
+The formats themselves are pure functions in :mod:`jupiter_bus.formats`.
+
 Where the bus is comes from :func:`configure` or the environment:
 ``JUPITER_BUS_URL`` (default ``amqp://guest:guest@127.0.0.1:5672/``) and
 ``JUPITER_BUS_NODE`` (this node's name, the executing node of transfers; Jupiter sets
@@ -41,6 +43,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import formats
 from .errors import ConfigError
 from .facade import JupiterInterface
 from .messages import TransferEngine, TransferResult
@@ -278,7 +281,7 @@ def get_network_data_mapping(PROFILER: int | str = 0) -> Callable[..., dict[str,
                         f"no link costs from {origin} within {limit:g} s", missing=[origin]
                     ) from None
             resources = await jupiter.get_resource_data(timeout=limit)
-            return data.wave(origin, resources.ips(), home=home)
+            return formats.wave(data, origin, resources.ips(), home=home)
 
         return profilers_mapping_decorator(lambda: bus.call(fetch, limit))()
 
@@ -306,7 +309,7 @@ def get_resource_data_mapping(PROFILER: int | str = 0) -> Callable[..., dict[str
 
         async def fetch(jupiter: JupiterInterface) -> dict[str, dict[str, Any]]:
             data = await jupiter.get_resource_data(timeout=limit, max_age=max_age, nodes=nodes)
-            return data.to_jupiter()
+            return formats.jupiter_resources(data.values())
 
         return bus.call(fetch, limit)
 
@@ -323,7 +326,7 @@ def heft_network_rows(
     async def fetch(jupiter: JupiterInterface) -> list[list[str]]:
         data = await jupiter.get_network_data(timeout=limit)
         resources = await jupiter.get_resource_data(timeout=limit)
-        return data.heft_rows(home=home, ips=resources.ips())
+        return formats.heft_rows(data, home=home, ips=resources.ips())
 
     return bus.call(fetch, limit)
 
@@ -347,7 +350,7 @@ def write_tgff_quadratic(
 
     async def fetch(jupiter: JupiterInterface) -> str:
         data = await jupiter.get_network_data(timeout=limit)
-        return data.tgff_quadratic(home=home)
+        return formats.tgff_quadratic(data, home=home)
 
     section = bus.call(fetch, limit)
     with open(path, "a") as file:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jupiter_bus import formats
 from jupiter_bus.messages import LinkCost, ResourceSample
 from jupiter_bus.state import (
     ChangeSignal,
@@ -22,6 +23,7 @@ from jupiter_bus.state import (
     format_abc,
     format_last_update,
 )
+from jupiter_bus.state.coverage import link_coverage, node_coverage
 
 
 def cost(src: str, dst: str, a: float, b: float, c: float, **fields: float) -> LinkCost:
@@ -134,6 +136,8 @@ def test_matrices_are_read_only(triangle: NetworkState) -> None:
     for matrix in (data.a, data.params, data.valid, data.received_at, data.samples):
         with pytest.raises(ValueError, match="read-only"):
             matrix[0, 0] = 1
+    with pytest.raises(AttributeError):
+        data.a = data.b  # type: ignore[assignment]
 
 
 def test_values_beyond_float32_saturate_instead_of_failing() -> None:
@@ -283,6 +287,18 @@ def test_coverage_names_missing_and_stale_links() -> None:
     assert NetworkState().snapshot().coverage().requested == 0
 
 
+def test_coverage_judgement_needs_only_masks_and_names() -> None:
+    valid = np.array([[False, True], [False, False]])
+    stale = np.array([[False, True], [False, False]])
+    cov = link_coverage(("n1", "n2"), {"n1": 0, "n2": 1}, valid, stale, nodes=["n1", "n2", "n3"])
+    assert (cov.requested, cov.missing, cov.stale, cov.unknown_nodes) == (6, 5, 1, ("n3",))
+    assert cov.missing_examples[:2] == ("n1->n3", "n2->n3")
+    held = {"n1": (None, 5.0), "n2": (None, 50.0)}
+    nodes = node_coverage(held, nodes=["n1", "n2", "n9"], stale_before=10.0)
+    assert (nodes.requested, nodes.missing, nodes.stale, nodes.fresh) == (3, 1, 1, 1)
+    assert (nodes.missing_examples, nodes.stale_examples) == (("n9",), ("n1",))
+
+
 # -- Jupiter's formats ------------------------------------------------------------------
 
 IPS = {"n1": "10.0.0.1", "n2": "10.0.0.2", "home": "10.0.0.100"}
@@ -317,6 +333,25 @@ def test_wave_view_is_exact_for_one_source(with_home: NetworkState) -> None:
     assert data.wave("n2", home=None)["home"]["ip"] == "home"
     with pytest.raises(UnknownNode):
         data.wave("nope")
+
+
+def test_formats_are_pure_functions_of_any_link_table(with_home: NetworkState) -> None:
+    data = with_home.snapshot()
+
+    class Table:  # not a snapshot: names and two matrices are all the formats read
+        nodes = data.nodes
+        params = np.array(data.params)
+        valid = np.array(data.valid)
+
+        def __contains__(self, name: object) -> bool:
+            return name in self.nodes
+
+        def index(self, name: str) -> int:
+            return self.nodes.index(name)
+
+    assert formats.heft_rows(Table(), ips=IPS) == data.heft_rows(ips=IPS)
+    assert formats.wave(Table(), "n1", IPS) == data.wave("n1", IPS)
+    assert formats.tgff_quadratic(Table()) == data.tgff_quadratic()
 
 
 def test_tgff_quadratic_section_is_exact(with_home: NetworkState) -> None:
@@ -383,6 +418,7 @@ def test_resources_in_jupiter_format_with_utc_last_update() -> None:
         "n1": {"cpu": 37.5, "memory": 41.2, "last_update": "November 26 2026 - 08:01:40"},
         "n2": {"cpu": 5.0, "memory": 10.0, "last_update": "November 26 2026 - 09:01:40"},
     }
+    assert formats.jupiter_resources(data.values()) == data.to_jupiter()
     assert data.ips() == {"n1": "10.0.0.11"}
     assert (data.host("n1"), data.ssh_port("n1"), data.host("n2")) == ("10.0.0.11", 2222, None)
     assert format_last_update(0.0) == "January 01 1970 - 00:00:00"
