@@ -49,6 +49,22 @@ from .facade import JupiterInterface
 from .messages import TransferEngine, TransferResult
 from .state import StateUnavailable
 
+__all__ = [
+    "DEFAULT_URL",
+    "PROFILERS_BY_NUMBER",
+    "TRANSFER_ENGINES_BY_NUMBER",
+    "LegacyBus",
+    "configure",
+    "get_network_data_mapping",
+    "get_resource_data_mapping",
+    "heft_network_rows",
+    "profilers_mapping_decorator",
+    "shutdown",
+    "transfer_mapping_decorator",
+    "write_network_log",
+    "write_tgff_quadratic",
+]
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
