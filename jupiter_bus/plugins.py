@@ -30,8 +30,9 @@ import contextlib
 import dataclasses
 import importlib.metadata
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -128,6 +129,32 @@ class NodeContext:
     ssh_port: int | None = None
     samples: SampleFeed = field(default_factory=SampleFeed)
     _values: LastValues = field(default_factory=LastValues, repr=False, init=False)
+    _grants: dict[str, str] = field(default_factory=dict, repr=False, init=False)
+
+    @contextlib.contextmanager
+    def granting(self, job_id: str, source: str) -> Iterator[None]:
+        """While inside, this node's transfer worker may send ``source`` for job ``job_id``
+        even outside its ``allow_roots``.
+
+        For a provider's own jobs only (the network profiler's probe files): the grant
+        lives in this process, keyed by the job id the provider chose, so a request
+        published by anyone else naming the same file is still held to ``allow_roots``.
+
+        Example::
+
+            with context.granting(job_id, "/var/lib/jupiter/probes/probe-4000.bin"):
+                await context.transport.request(TRANSFERS_EXCHANGE, context.node, body, ...)
+        """
+        self._grants[job_id] = os.path.realpath(source)
+        try:
+            yield
+        finally:
+            self._grants.pop(job_id, None)
+
+    def granted(self, job_id: str, source: str) -> bool:
+        """Whether :meth:`granting` currently lets job ``job_id`` send ``source``."""
+        held = self._grants.get(job_id)
+        return held is not None and held == os.path.realpath(source)
 
     def owns_key(self, routing_key: str) -> bool:
         """Whether ``routing_key`` is one of this node's: its second word is the node.

@@ -376,9 +376,15 @@ class NetworkProvider(Provider):
         peer.probe_bytes.append((time.monotonic(), size))
         self.probes_sent += record
         try:
-            reply = await self.context.transport.request(
-                TRANSFERS_EXCHANGE, self.context.node, encode(request), timeout=self.probe_timeout
-            )
+            # The worker may always send this node's own probe files, whatever its
+            # allow_roots, and only for this job.
+            with self.context.granting(job, request.source):
+                reply = await self.context.transport.request(
+                    TRANSFERS_EXCHANGE,
+                    self.context.node,
+                    encode(request),
+                    timeout=self.probe_timeout,
+                )
             result = decode(reply.body, TransferResult)
         except JupiterBusError as exc:
             return self._failed(peer, f"probe not answered: {exc}")

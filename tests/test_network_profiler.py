@@ -16,9 +16,22 @@ from jupiter_bus.agent import Agent
 from jupiter_bus.batch import decode_batch
 from jupiter_bus.costmodel import kbit
 from jupiter_bus.errors import ProviderError
-from jupiter_bus.messages import LinkCost, ResourceSample, decode, encode
+from jupiter_bus.messages import (
+    LinkCost,
+    ResourceSample,
+    TransferRequest,
+    TransferResult,
+    decode,
+    encode,
+)
 from jupiter_bus.plugins import NodeContext, TransferSample
-from jupiter_bus.topology import EVENTS_EXCHANGE, network_batch_key, network_key, resource_key
+from jupiter_bus.topology import (
+    EVENTS_EXCHANGE,
+    TRANSFERS_EXCHANGE,
+    network_batch_key,
+    network_key,
+    resource_key,
+)
 from jupiter_bus.transport import Transport
 
 from .conftest import eventually
@@ -216,3 +229,51 @@ def test_an_unknown_publish_mode_is_refused(transport: Transport, tmp_path: Path
         match=r"providers\.network\.publish: expected one of 'links', 'batch', 'both'",
     ):
         make_profiler(transport, tmp_path, publish="sometimes")
+
+
+async def test_probe_files_are_sent_whatever_allow_roots_but_only_for_the_profiler(
+    transport: Transport, tmp_path: Path, unique: str
+) -> None:
+    """The README's agent (allow_roots = ["/data"]) must still probe: its own probe files
+    are granted to its own probe jobs, and to no one else's request."""
+    node = f"npr-{unique}"
+    allowed = tmp_path / "data"
+    allowed.mkdir()
+    agent = Agent(
+        node,
+        transport,
+        {
+            "transfer": {
+                "engine": "local",
+                "state_dir": str(tmp_path / "tstate"),
+                "allow_roots": [str(allowed)],
+            },
+            "network": profiler_options(tmp_path),
+        },
+    )
+    async with transport.subscribe([network_key(node, "peer1")]) as costs:
+        task = asyncio.create_task(agent.run())
+        try:
+            cost = decode((await asyncio.wait_for(anext(costs), WAIT)).body, LinkCost)
+            profiler = agent.provider("network")
+            assert isinstance(profiler, NetworkProvider)
+            probe_file = profiler._probe_file(4000)
+            assert not probe_file.is_relative_to(allowed)
+            foreign = TransferRequest(
+                host="127.0.0.1",
+                user="nobody",
+                source=str(probe_file),
+                destination=str(tmp_path / "stolen.bin"),
+                engine="local",
+            )
+            reply = await transport.request(TRANSFERS_EXCHANGE, node, encode(foreign), timeout=WAIT)
+            result = decode(reply.body, TransferResult)
+        finally:
+            agent.stop()
+            await asyncio.wait_for(task, WAIT)
+        await transport.delete_queue(f"jupiter.transfer.{node}")
+    assert cost.samples >= 3
+    assert not result.ok
+    assert result.error is not None
+    assert result.error.kind == "permission"
+    assert not (tmp_path / "stolen.bin").exists()
