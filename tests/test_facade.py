@@ -447,7 +447,8 @@ async def test_a_job_to_a_stopped_node_expires_instead_of_running_later(
                 await asyncio.wait_for(anext(results), 1.0)
         with pytest.raises(NoReply):
             await bus.wait_transfer(job, timeout=0.2)
-    assert not waited.exists() and not submitted.exists()
+    assert not waited.exists()
+    assert not submitted.exists()
     assert await transport.queue_length(work_queue(node)) == 0
 
 
