@@ -341,7 +341,8 @@ async def _heard_nodes(
             f"no node heard within {loop.time() - started:.3g} s: is a node agent "
             "publishing on this bus (same broker URL and vhost)?"
         )
-    bus.settled = frozenset(seen)
+    if loop.time() >= quiet_until:  # a real quiet window, not the deadline
+        bus.settled = frozenset(seen)
     return sorted(seen)
 
 
