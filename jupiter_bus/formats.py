@@ -6,7 +6,9 @@
 - :func:`tgff_quadratic`: the ``@quadratic 0 {`` section of HEFT's TGFF input;
 - :func:`jupiter_resources`: ``{node: {"cpu", "memory", "last_update"}}``;
 - :func:`format_abc` and :func:`format_last_update`: the numbers and dates as Jupiter
-  writes them (Python ``repr`` digits; ``%B %d %Y - %H:%M:%S`` in UTC).
+  writes them (Python ``repr`` digits; ``%B %d %Y - %H:%M:%S`` in UTC);
+- :func:`select_nodes`: a link table cut down to a node list (upstream HEFT fails with
+  ``KeyError`` on a node outside its worker list).
 
 The network functions read any :class:`LinkTable` (a
 :class:`~jupiter_bus.state.NetworkData` snapshot is one); links to or from the node named
@@ -25,6 +27,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
@@ -36,10 +39,12 @@ from .messages import ResourceSample
 
 __all__ = [
     "LinkTable",
+    "NodeSubset",
     "format_abc",
     "format_last_update",
     "heft_rows",
     "jupiter_resources",
+    "select_nodes",
     "tgff_quadratic",
     "wave",
 ]
@@ -75,6 +80,41 @@ class LinkTable(Protocol):
     def index(self, name: str) -> int:
         """The index of node ``name`` (raising when it is not known)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSubset:
+    """A :class:`LinkTable` holding only some nodes of another (see :func:`select_nodes`).
+
+    Example::
+
+        formats.heft_rows(NodeSubset(("n1", "n2"), params, valid))
+    """
+
+    nodes: tuple[str, ...]
+    params: npt.NDArray[np.float64]
+    valid: npt.NDArray[np.bool_]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.nodes
+
+    def index(self, name: str) -> int:
+        """The index of node ``name`` (``ValueError`` when it is not here)."""
+        return self.nodes.index(name)
+
+
+def select_nodes(data: LinkTable, nodes: Iterable[str]) -> NodeSubset:
+    """``data`` with only the links among ``nodes`` (those it knows, in ``nodes``' order).
+
+    Example::
+
+        >>> select_nodes(data, ["n1", "n2"]).nodes  # doctest: +SKIP
+        ('n1', 'n2')
+    """
+    names = tuple(dict.fromkeys(x for x in nodes if x in data))
+    where = np.array([data.index(x) for x in names], dtype=np.intp)
+    grid = np.ix_(where, where)
+    return NodeSubset(names, data.params[grid], data.valid[grid])
 
 
 # -- numbers and dates ---------------------------------------------------------------------

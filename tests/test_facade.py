@@ -411,6 +411,47 @@ async def test_transfer_to_a_node_without_worker_is_unreachable_at_once(
             await bus.submit_transfer("127.0.0.1", "u", None, "/a", "/b")
 
 
+async def test_a_job_to_a_stopped_node_expires_instead_of_running_later(
+    bus_url: str,
+    transport: Transport,
+    start_worker: Callable[[str], Awaitable[Worker]],
+    source: Path,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    node = f"down-{unique}"
+    await transport.declare_work_queue(node)  # its agent ran once, and is now down
+    waited, submitted = tmp_path / "waited.bin", tmp_path / "submitted.bin"
+    async with JupiterInterface(bus_url, node=node) as bus:
+        start = time.monotonic()
+        with pytest.raises(NoReply):
+            await bus.data_transfer(
+                "127.0.0.1", "u", "pw", str(source), str(waited), engine="local", timeout=0.5
+            )
+        assert time.monotonic() - start < 2.0
+        job = await bus.submit_transfer(
+            "127.0.0.1",
+            "u",
+            None,
+            str(source),
+            str(submitted),
+            engine="local",
+            deadline=time.time() + 0.5,
+        )
+        await asyncio.sleep(0.8)  # both past their deadline, still queued
+        async with bus.watch_transfers(node=node) as results:
+            await start_worker(node)
+            # Expired in the queue: the worker never sees them, so not even a
+            # "timeout" result comes (a worker refusing them would publish one).
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(results), 1.0)
+        with pytest.raises(NoReply):
+            await bus.wait_transfer(job, timeout=0.2)
+    assert not waited.exists()
+    assert not submitted.exists()
+    assert await transport.queue_length(work_queue(node)) == 0
+
+
 async def test_transfer_to_a_node_takes_its_address_from_its_resource_events(
     transport: Transport, bus_url: str, unique: str
 ) -> None:

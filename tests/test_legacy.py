@@ -141,10 +141,25 @@ async def test_network_data_for_wave_and_heft(
             max_kbit=8000.0,
         )
         await bus.publish(EVENTS_EXCHANGE, network_key(agent.node, dst), encode(cost))
+    back = LinkCost(
+        src=peer,
+        dst=agent.node,
+        a=0.0,
+        b=0.003,
+        c=50.0,
+        samples=9,
+        r2=0.99,
+        min_kbit=8.0,
+        max_kbit=8000.0,
+    )
+    await bus.publish(EVENTS_EXCHANGE, network_key(peer, agent.node), encode(back))
+    # This broker's "/" vhost is shared with other runs: name this deployment's nodes.
+    workers = [agent.node, peer]
     get_network_data = legacy.get_network_data_mapping(0)
-    wave = await asyncio.to_thread(get_network_data, ["10.0.0.11"], 27017, {})
+    wave = await asyncio.to_thread(get_network_data, ["10.0.0.11"], 27017, {}, nodes=workers)
     assert wave == {peer: {"a": 1e-9, "b": 0.002, "c": 42.0, "ip": "10.0.0.12"}}
-    rows = await asyncio.to_thread(legacy.heft_network_rows)
+    rows = await asyncio.to_thread(legacy.heft_network_rows, nodes=workers)
+    assert [peer, "10.0.0.12", agent.node, "10.0.0.11", "0.0 0.003 50.0"] in rows
     assert [agent.node, "10.0.0.11", peer, "10.0.0.12", "1e-09 0.002 42.0"] in rows
     log = tmp_path / "network_log.txt"
     legacy.write_network_log(log, rows)
@@ -154,7 +169,7 @@ async def test_network_data_for_wave_and_heft(
         )
     assert log.read_text().startswith('"')
     tgff = tmp_path / "input.tgff"
-    await asyncio.to_thread(legacy.write_tgff_quadratic, tgff)
+    await asyncio.to_thread(legacy.write_tgff_quadratic, tgff, nodes=workers)
     text = tgff.read_text()
     assert text.startswith("@quadratic 0 {\n# Source Destination a b c\n")
     assert f"  {agent.node}\t{peer}\t1e-09 0.002 42.0\n" in text

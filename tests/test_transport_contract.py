@@ -318,6 +318,49 @@ async def test_request_without_answer_times_out(transport: Transport, work_queue
     assert await transport.queue_length(work_queue) == 1
 
 
+async def test_expired_job_is_never_delivered_and_is_dead_lettered(
+    transport: Transport, work_queue: str, unique: str
+) -> None:
+    node = work_queue.rsplit(".", 1)[1]
+    async with transport.subscribe(["#"], exchange=DEAD_EXCHANGE) as dead:
+        await publish_job(transport, node, b"late", message_id=f"late-{unique}", expiration=0.2)
+        await publish_job(transport, node, b"kept", message_id=f"kept-{unique}", expiration=30)
+        await asyncio.sleep(0.5)  # past the first one's time to live, with no consumer
+        async with transport.consume(work_queue, prefetch=4) as consumer:
+            delivery = await asyncio.wait_for(anext(consumer), WAIT)
+            assert delivery.envelope.body == b"kept"
+            await delivery.ack()
+            await nothing_within(consumer)
+        while (letter := await next_within(dead)).message_id != f"late-{unique}":
+            pass
+    assert letter.body == b"late"
+    assert letter.headers["x-first-death-reason"] == "expired"
+    assert letter.headers["x-first-death-queue"] == work_queue
+    assert await transport.queue_length(work_queue) == 0
+
+
+async def test_expired_request_is_not_delivered_to_a_late_worker(
+    transport: Transport, make_transport: TransportFactory, work_queue: str
+) -> None:
+    node = work_queue.rsplit(".", 1)[1]
+    with pytest.raises(RequestTimeout):
+        await transport.request(TRANSFERS_EXCHANGE, node, b"anyone?", timeout=0.3, expiration=0.3)
+    await asyncio.sleep(0.2)
+    assert await transport.queue_length(work_queue) == 0
+    worker = await make_transport()
+    async with worker.consume(work_queue, prefetch=4) as consumer:
+        await nothing_within(consumer)
+
+
+async def test_expiration_must_be_a_finite_number_of_seconds(
+    transport: Transport, work_queue: str
+) -> None:
+    node = work_queue.rsplit(".", 1)[1]
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(TransportError, match="expiration"):
+            await publish_job(transport, node, b"{}", expiration=bad)
+
+
 async def test_job_for_a_node_without_queue_is_unroutable(
     transport: Transport, unique: str
 ) -> None:

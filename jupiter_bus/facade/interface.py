@@ -390,6 +390,7 @@ class JupiterInterface:
         timeout: float = 60.0,
         idempotency_key: str | None = None,
         create_dirs: bool = False,
+        deadline: float | None = None,
     ) -> TransferResult:
         """Copy ``source`` (on the executing node) to ``destination`` on ``user@ip:port``.
 
@@ -401,6 +402,12 @@ class JupiterInterface:
         :class:`Unreachable`; no answer within ``timeout`` raises :class:`NoReply`.
         ``pword`` (``None`` or empty: the worker's keys) is never logged or shown.
 
+        The job carries a ``deadline`` (UTC epoch seconds; default: ``timeout`` from
+        now): a job nobody took by then expires in its queue (its message TTL) and a
+        worker refuses it (``timeout``) or stops it there, so a job to a stopped node
+        never runs later unannounced. Give a later ``deadline`` to let a copy outlast
+        the wait.
+
         Example::
 
             result = await bus.data_transfer("10.0.0.12", "jupiter", "s3cret",
@@ -409,7 +416,17 @@ class JupiterInterface:
             print(result.bytes, result.seconds)
         """
         job = TransferJob(
-            ip, user, pword, source, destination, via, port, engine, idempotency_key, create_dirs
+            ip,
+            user,
+            pword,
+            source,
+            destination,
+            via,
+            port,
+            engine,
+            idempotency_key,
+            create_dirs,
+            deadline,
         )
         return await self._transfers.send(self._check_open(), job, timeout=timeout)
 
@@ -426,6 +443,7 @@ class JupiterInterface:
         timeout: float = 60.0,
         idempotency_key: str | None = None,
         create_dirs: bool = False,
+        deadline: float | None = None,
     ) -> TransferResult:
         """:meth:`data_transfer` to a node by name: its host and SSH port come from its
         resource events (``host``, ``ssh_port``; port 22 when it gave none).
@@ -442,7 +460,17 @@ class JupiterInterface:
         self._check_open()
         host, port = await self._reads.address(node, timeout=timeout)
         job = TransferJob(
-            host, user, pword, source, destination, via, port, engine, idempotency_key, create_dirs
+            host,
+            user,
+            pword,
+            source,
+            destination,
+            via,
+            port,
+            engine,
+            idempotency_key,
+            create_dirs,
+            deadline,
         )
         left = max(0.001, timeout - (time.monotonic() - started))
         return await self._transfers.send(self._check_open(), job, timeout=left)
@@ -460,6 +488,7 @@ class JupiterInterface:
         engine: TransferEngine | None = None,
         idempotency_key: str | None = None,
         create_dirs: bool = False,
+        deadline: float | None = None,
     ) -> str:
         """Publish a transfer job without waiting for it; return its job id.
 
@@ -467,7 +496,10 @@ class JupiterInterface:
         :attr:`completion_queue` (and to ``transfer.done.<node>``); collect it with
         :meth:`wait_transfer`, here or in another process opened with the same
         ``completion_queue``. A node without a transfer worker raises
-        :class:`Unreachable` at once.
+        :class:`Unreachable` at once. With ``deadline`` (UTC epoch seconds) the job
+        expires in its queue if no worker took it by then (dead-lettered to
+        ``jupiter.dead``, no result) and a worker refuses or stops it after it;
+        without one it waits for a worker however long that takes.
 
         Example::
 
@@ -476,7 +508,17 @@ class JupiterInterface:
             results = [await bus.wait_transfer(job, timeout=300) for job in jobs]
         """
         job = TransferJob(
-            ip, user, pword, source, destination, via, port, engine, idempotency_key, create_dirs
+            ip,
+            user,
+            pword,
+            source,
+            destination,
+            via,
+            port,
+            engine,
+            idempotency_key,
+            create_dirs,
+            deadline,
         )
         return await self._transfers.submit(self._check_open(), job)
 

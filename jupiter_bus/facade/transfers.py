@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -259,6 +260,8 @@ class TransferJob:
     engine: TransferEngine | None = None
     idempotency_key: str | None = None
     create_dirs: bool = False
+    deadline: float | None = None
+    """UTC epoch seconds after which the job must not run (``None``: see the caller)."""
 
 
 class TransferClient:
@@ -291,8 +294,9 @@ class TransferClient:
         except JupiterBusError as exc:
             raise InvalidRequest(str(exc)) from None
 
-    def request(self, job: TransferJob) -> TransferRequest:
-        """``job`` as a validated request (password sealed with the key, if any)."""
+    def request(self, job: TransferJob, deadline: float | None = None) -> TransferRequest:
+        """``job`` as a validated request (password sealed with the key, if any), with
+        ``deadline`` when the job gives none."""
         password = job.pword or None
         try:
             if password is not None and self._seal_key is not None:
@@ -306,6 +310,7 @@ class TransferClient:
                 destination=job.destination,
                 engine=job.engine,
                 idempotency_key=job.idempotency_key or "",
+                deadline=job.deadline if job.deadline is not None else deadline,
                 create_dirs=job.create_dirs,
             )
         except MessageError as exc:  # its text never echoes a value
@@ -314,9 +319,13 @@ class TransferClient:
     async def send(
         self, transport: Transport, job: TransferJob, *, timeout: float
     ) -> TransferResult:
-        """Send ``job`` and await its result (``JupiterInterface.data_transfer``)."""
+        """Send ``job`` and await its result (``JupiterInterface.data_transfer``).
+
+        The job's deadline is its own or, without one, ``timeout`` from now: the caller
+        stops waiting then, so the job must not start (or go on) unannounced later.
+        """
         node = self.executing_node(job.via)
-        request = self.request(job)
+        request = self.request(job, deadline=time.time() + timeout)
         log.info("job %s: transfer via node %s to %s:%d", request.id, node, job.ip, job.port)
         try:
             reply = await transport.request(
@@ -325,6 +334,7 @@ class TransferClient:
                 encode(request),
                 timeout=timeout,
                 correlation_id=request.id,
+                expiration=_time_to_live(request.deadline),
             )
         except Unroutable:
             raise _no_worker(node, request.id) from None
@@ -360,6 +370,7 @@ class TransferClient:
                 reply_to=queue,
                 correlation_id=request.id,
                 message_id=request.id,
+                expiration=_time_to_live(request.deadline),
             )
         except Unroutable:
             raise _no_worker(node, request.id) from None
@@ -370,6 +381,11 @@ class TransferClient:
         """The result of a submitted job; with ``check``, raise its error if it failed."""
         result = await self._completions.wait(job_id, timeout)
         return _checked(result, None) if check else result
+
+
+def _time_to_live(deadline: float | None) -> float | None:
+    """Seconds from now to ``deadline`` (epoch seconds), the queue TTL of its job."""
+    return None if deadline is None else max(0.0, deadline - time.time())
 
 
 def _no_worker(node: str, job_id: str) -> Unreachable:

@@ -391,6 +391,7 @@ class AmqpTransport(Transport):
             correlation_id=outgoing.correlation_id,
             reply_to=outgoing.reply_to,
             message_id=outgoing.message_id,
+            expiration=outgoing.expiration,  # seconds; aio-pika sends whole milliseconds
         )
         deadline = time.monotonic() + self.publish_timeout
         timeout: float | None = None  # no timer per publish on the fast path (it costs)

@@ -78,6 +78,10 @@ class Outgoing(NamedTuple):
     Example::
 
         Outgoing("jupiter.transfers", "node1", body, persistent=True, mandatory=True)
+
+    ``expiration`` (seconds, ``None``: never) is the message's time to live in a queue:
+    a message not delivered to a consumer within it is never delivered (RabbitMQ's
+    per-message ``expiration``; the broker dead-letters it if its queue says where).
     """
 
     exchange: str
@@ -90,6 +94,7 @@ class Outgoing(NamedTuple):
     reply_to: str | None = None
     message_id: str | None = None
     content_type: str = JSON_CONTENT_TYPE
+    expiration: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
