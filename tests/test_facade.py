@@ -426,7 +426,7 @@ async def test_a_job_to_a_stopped_node_expires_instead_of_running_later(
         start = time.monotonic()
         with pytest.raises(NoReply):
             await bus.data_transfer(
-                "127.0.0.1", "u", "pw", str(source), str(waited), engine="local", timeout=0.5
+                "127.0.0.1", "u", None, str(source), str(waited), engine="local", timeout=0.5
             )
         assert time.monotonic() - start < 2.0
         job = await bus.submit_transfer(
@@ -450,6 +450,37 @@ async def test_a_job_to_a_stopped_node_expires_instead_of_running_later(
     assert not waited.exists()
     assert not submitted.exists()
     assert await transport.queue_length(work_queue(node)) == 0
+
+
+async def test_a_late_job_with_a_clear_password_is_refused_not_dead_lettered(
+    bus_url: str,
+    transport: Transport,
+    start_worker: Callable[[str], Awaitable[Worker]],
+    source: Path,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    """Expiry would dead-letter the body as published, password included: such a job
+    gets no TTL, and the worker that takes it late answers timeout without running it."""
+    node = f"downpw-{unique}"
+    await transport.declare_work_queue(node)
+    target = tmp_path / "late.bin"
+    async with JupiterInterface(bus_url, node=node) as bus:
+        with pytest.raises(NoReply):
+            await bus.data_transfer(
+                "127.0.0.1", "u", "s3cret-pw", str(source), str(target), engine="local",
+                timeout=0.3,
+            )  # fmt: skip
+        await asyncio.sleep(0.5)
+        assert await transport.queue_length(work_queue(node)) == 1  # kept, not expired
+        async with bus.watch_transfers(node=node) as results:
+            await start_worker(node)
+            result = await asyncio.wait_for(anext(results), 10.0)
+    assert not result.ok
+    assert result.error is not None
+    assert result.error.kind == "timeout"
+    assert result.attempts == 0
+    assert not target.exists()
 
 
 async def test_transfer_to_a_node_takes_its_address_from_its_resource_events(

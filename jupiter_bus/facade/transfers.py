@@ -334,7 +334,7 @@ class TransferClient:
                 encode(request),
                 timeout=timeout,
                 correlation_id=request.id,
-                expiration=_time_to_live(request.deadline),
+                expiration=_time_to_live(request),
             )
         except Unroutable:
             raise _no_worker(node, request.id) from None
@@ -370,7 +370,7 @@ class TransferClient:
                 reply_to=queue,
                 correlation_id=request.id,
                 message_id=request.id,
-                expiration=_time_to_live(request.deadline),
+                expiration=_time_to_live(request),
             )
         except Unroutable:
             raise _no_worker(node, request.id) from None
@@ -383,9 +383,19 @@ class TransferClient:
         return _checked(result, None) if check else result
 
 
-def _time_to_live(deadline: float | None) -> float | None:
-    """Seconds from now to ``deadline`` (epoch seconds), the queue TTL of its job."""
-    return None if deadline is None else max(0.0, deadline - time.time())
+def _time_to_live(request: TransferRequest) -> float | None:
+    """Seconds from now to the request's ``deadline``: the queue TTL of its job.
+
+    None for a job carrying a clear (unsealed) password: RabbitMQ dead-letters an
+    expired message with its body as published, so its password would sit in
+    ``jupiter.dead``. Such a job keeps its deadline, and a worker that takes it late
+    answers ``timeout`` without running it.
+    """
+    if request.deadline is None:
+        return None
+    if request.password is not None and not sealing.is_sealed(request.password):
+        return None
+    return max(0.0, request.deadline - time.time())
 
 
 def _no_worker(node: str, job_id: str) -> Unreachable:
