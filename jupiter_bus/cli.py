@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from .agent import Agent, AgentOptions
 from .demo import demo
 from .errors import BrokerRefused, BrokerUnreachable, ConfigError, JupiterBusError
+from .interrupt import EXIT_INTERRUPTED, run_interruptible
 from .options import convert
 from .transport.base import safe_url
 
@@ -48,7 +49,6 @@ log = logging.getLogger("jupiter_bus.cli")
 
 ENV_URL: Final = "JUPITER_BUS_URL"
 """The environment variable the agent reads its broker URL from (no ``--broker``)."""
-EXIT_INTERRUPTED: Final = 130
 EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 69  # sysexits EX_UNAVAILABLE
 EXIT_REFUSED: Final = 77  # sysexits EX_NOPERM
@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "agent":
             return asyncio.run(run_agent(_agent_options(args)))
-        return asyncio.run(demo(args.broker))
+        return run_interruptible(demo(args.broker), name="jupiter-bus")
     except KeyboardInterrupt:  # Ctrl-C: the work was cancelled and cleaned up
         print("jupiter-bus: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
