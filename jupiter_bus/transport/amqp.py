@@ -40,6 +40,7 @@ from aio_pika.abc import (
     DeliveryMode,
     ExchangeType,
 )
+from aio_pika.connection import make_url
 
 from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
@@ -315,15 +316,21 @@ class AmqpTransport(Transport):
     async def connect(self) -> None:
         if self._connection is not None:
             return
+        # connect_robust() itself, cancelled mid-attempt (Ctrl-C), leaves a connection
+        # behind that reconnects forever: build it here, so that it can be closed.
+        connection = aio_pika.RobustConnection(
+            make_url(self.url, reconnect_interval=self.reconnect_interval),
+            client_properties={"connection_name": self.connection_name},
+            reconnect_interval=self.reconnect_interval,
+        )
         try:
-            connection = await aio_pika.connect_robust(
-                self.url,
-                client_properties={"connection_name": self.connection_name},
-                reconnect_interval=self.reconnect_interval,
-                timeout=self.connect_timeout,
-            )
-        except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
-            raise connect_error(exc, self.url) from None
+            await connection.connect(timeout=self.connect_timeout)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            if isinstance(exc, OSError | TimeoutError | aiormq.exceptions.AMQPError):
+                raise connect_error(exc, self.url) from None
+            raise
         try:
             self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._admin = await connection.channel(publisher_confirms=False)
