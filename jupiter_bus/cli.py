@@ -86,8 +86,6 @@ def _read_broker_file(path: str) -> str:
         raise ConfigError(f"--broker-file: cannot read {path}: {exc}") from None
     if not url or len(url.splitlines()) != 1:
         raise ConfigError(f"--broker-file: {path} must hold one line, the bus URL")
-    if urlsplit(url).password:
-        _warn_if_readable(path, "--broker-file")
     return url
 
 
@@ -96,13 +94,6 @@ def _broker(args: argparse.Namespace, config: Mapping[str, Any]) -> tuple[str, s
     if args.broker and args.broker_file:
         raise ConfigError("give --broker or --broker-file, not both")
     if args.broker:
-        if urlsplit(args.broker).password:
-            log.warning(
-                "the broker password on the command line is visible to every user of this "
-                "host (ps, /proc/*/cmdline); give the URL in %s, a --broker-file or the "
-                "--config file instead",
-                ENV_URL,
-            )
         return args.broker, "--broker"
     if args.broker_file:
         return _read_broker_file(args.broker_file), f"--broker-file {args.broker_file}"
@@ -110,10 +101,25 @@ def _broker(args: argparse.Namespace, config: Mapping[str, Any]) -> tuple[str, s
         return os.environ[ENV_URL].strip(), ENV_URL
     broker = config.get("broker")
     if isinstance(broker, str) and broker:
-        if urlsplit(broker).password:
-            _warn_if_readable(args.config, "--config")
         return broker, f"--config {args.config}"
     return None
+
+
+def _warn_where_others_see(args: argparse.Namespace, url: str, source: str) -> None:
+    """Say how the broker password could be seen by others, once the options are good."""
+    if not urlsplit(url).password:
+        return
+    if source == "--broker":
+        log.warning(
+            "the broker password on the command line is visible to every user of this "
+            "host (ps, /proc/*/cmdline); give the URL in %s, a --broker-file or the "
+            "--config file instead",
+            ENV_URL,
+        )
+    elif args.broker_file:
+        _warn_if_readable(args.broker_file, "--broker-file")
+    elif source.startswith("--config"):
+        _warn_if_readable(args.config, "--config")
 
 
 def _agent_options(args: argparse.Namespace) -> AgentOptions:
@@ -148,6 +154,7 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
         )
     options = convert(AgentOptions, settings)
     if broker is not None:
+        _warn_where_others_see(args, *broker)
         log.info("broker %s (from %s)", safe_url(broker[0]), broker[1])
     return options
 
