@@ -326,3 +326,15 @@ async def test_ctrl_c_while_waiting_for_the_broker_stops_at_once(unique: str) ->
         await run.wait_for("broker not reachable (attempt 1)")
         assert await stop(run, signal.SIGINT) == 130
     _no_traceback(run)
+
+
+async def test_the_facade_says_what_failed_in_the_same_words() -> None:
+    from jupiter_bus import BrokerRefused, BrokerUnreachable, JupiterInterface
+
+    with pytest.raises(BrokerRefused, match=r"bad credentials \(ACCESS_REFUSED\)") as refused:
+        async with JupiterInterface(_broker_with(password="wrong-Pa55word")):
+            pass
+    assert "wrong-Pa55word" not in str(refused.value)
+    with pytest.raises(BrokerUnreachable, match=r"connection refused by 127\.0\.0\.1"):
+        async with JupiterInterface(_broker_with(host=f"127.0.0.1:{free_port()}")):
+            pass
