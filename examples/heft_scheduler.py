@@ -70,6 +70,7 @@ from jupiter_bus import (
     ResourceData,
     TransferFailed,
 )
+from jupiter_bus.interrupt import run_interruptible
 from jupiter_bus.messages import TransferEngine
 
 Edge: TypeAlias = tuple[str, str]
@@ -434,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="jupiter-heft-") as scratch:
             workdir = Path(os.path.realpath(args.transfer_dir or scratch))
-            return asyncio.run(run(args, workdir))
+            return run_interruptible(run(args, workdir))
     except (JupiterBusError, TimeoutError) as exc:
         return exit_status(exc)
 

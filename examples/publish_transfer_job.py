@@ -56,6 +56,7 @@ from _cluster import (
 )
 
 from jupiter_bus import JupiterBusError, JupiterInterface, TransferFailed
+from jupiter_bus.interrupt import run_interruptible
 from jupiter_bus.messages import TransferEngine
 from jupiter_bus.topology import TRANSFERS_EXCHANGE, work_queue
 from jupiter_bus.transport import Transport, connect
@@ -225,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="jupiter-jobs-") as scratch:
             workdir = Path(os.path.realpath(args.transfer_dir or scratch))
-            return asyncio.run(run(args, workdir))
+            return run_interruptible(run(args, workdir))
     except (JupiterBusError, TimeoutError) as exc:
         return exit_status(exc)
 

@@ -43,6 +43,7 @@ from _cluster import (
 )
 
 from jupiter_bus import JupiterBusError, JupiterInterface, LinkCost, NetworkData
+from jupiter_bus.interrupt import run_interruptible
 
 MATRIX_NODES = 6
 """At most this many nodes in the closing matrix."""
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="jupiter-watch-") as scratch:
             args.workdir = Path(scratch)
-            return asyncio.run(run(args))
+            return run_interruptible(run(args))
     except JupiterBusError as exc:
         return exit_status(exc)
 

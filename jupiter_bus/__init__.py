@@ -17,6 +17,8 @@ from __future__ import annotations
 from . import messages
 from .errors import (
     AuthError,
+    BrokerRefused,
+    BrokerUnreachable,
     ConfigError,
     CopyFailure,
     InterfaceClosed,
@@ -52,6 +54,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "BrokerRefused",
+    "BrokerUnreachable",
     "ConfigError",
     "CopyFailure",
     "InterfaceClosed",

@@ -31,8 +31,8 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .backoff import Backoff
-from .errors import ConfigError, ProviderError
-from .options import HOST, NODE_NAME, Options, convert, option
+from .errors import BrokerUnreachable, ConfigError, ProviderError
+from .options import HOST, NODE_NAME, Options, convert, option, summarize
 from .plugins import Health, NodeContext, Provider, load_provider
 
 # The snapshot protocol lives in jupiter_bus.snapshot; its names stay importable from here.
@@ -41,6 +41,7 @@ from .snapshot import SNAPSHOT_REQUEST_TYPE as SNAPSHOT_REQUEST_TYPE
 from .snapshot import SnapshotRequest as SnapshotRequest
 from .snapshot import SnapshotResponder
 from .transport import Transport, create
+from .transport.base import safe_url
 
 __all__ = [
     "Agent",
@@ -72,6 +73,11 @@ class RestartPolicy:
         """Seconds to wait before the restart that follows ``failures`` crashes in a row."""
         return self.backoff.delay(failures)
 
+
+_ATTEMPT_SECONDS: Final = 10.0
+"""At most this long for one connection attempt (a host that drops packets)."""
+_CONNECT_BACKOFF: Final = Backoff(initial_seconds=0.5, max_seconds=10.0, jitter=0.2)
+"""Delays between attempts to reach the broker at start."""
 
 _BUS_SCHEMES: Final = ("memory", "amqp", "amqps")
 """URL schemes :func:`jupiter_bus.transport.connect` understands."""
@@ -131,6 +137,13 @@ class AgentOptions(Options):
         unit="seconds",
         ge=0,
     )
+    connect_timeout: float = option(
+        60.0,
+        doc="seconds the agent waits for the broker at start, retrying with backoff "
+        "(0: one attempt); then it gives up",
+        unit="seconds",
+        ge=0,
+    )
     providers: Mapping[str, Mapping[str, Any] | Options] = option(
         factory=lambda: MappingProxyType({"resources": {}}),
         doc="the providers to run, each with its options table ([providers.<name>])",
@@ -168,6 +181,7 @@ class Agent:
         host: str | None = None,
         ssh_port: int | None = None,
         grace: float = 30.0,
+        connect_timeout: float = 60.0,
         restart: RestartPolicy | None = None,
     ) -> None:
         self.options = convert(
@@ -178,6 +192,7 @@ class Agent:
                 "host": host,
                 "ssh_port": ssh_port,
                 "grace": grace,
+                "connect_timeout": connect_timeout,
                 "providers": providers,
             },
         )
@@ -210,6 +225,7 @@ class Agent:
             host=options.host,
             ssh_port=options.ssh_port,
             grace=options.grace,
+            connect_timeout=options.connect_timeout,
             restart=restart,
         )
 
@@ -235,7 +251,11 @@ class Agent:
         """Connect, start every provider, supervise them until :meth:`stop`, then clean up."""
         owns_transport = not isinstance(self._broker, Transport)
         transport = (
-            create(self._broker, connection_name=f"jupiter-bus agent {self.node}")
+            create(
+                self._broker,
+                connection_name=f"jupiter-bus agent {self.node}",
+                connect_timeout=min(_ATTEMPT_SECONDS, max(1.0, self.options.connect_timeout)),
+            )
             if isinstance(self._broker, str)
             else self._broker
         )
@@ -254,8 +274,8 @@ class Agent:
             raise
         responder: SnapshotResponder | None = None
         try:
-            if owns_transport:
-                await transport.connect()
+            if owns_transport and not await self._connect(transport):
+                return  # asked to stop while waiting for the broker
             # Bound before started() fires: a request sent after it is answered.
             responder = SnapshotResponder(transport, context, name=f"agent {self.node}")
             await responder.start()
@@ -280,10 +300,49 @@ class Agent:
                 await transport.close()
             log.info("agent %s stopped", self.node)
 
+    async def _connect(self, transport: Transport) -> bool:
+        """Connect, retrying an unreachable broker for up to ``connect_timeout`` seconds.
+
+        A broker that refuses us (credentials, vhost, TLS) is not retried. Returns
+        ``False`` when :meth:`stop` was called before the broker answered.
+        """
+        wait, where = self.options.connect_timeout, safe_url(transport.url)
+        deadline = time.monotonic() + wait
+        log.info("agent %s: connecting to %s (waiting up to %g s)", self.node, where, wait)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await transport.connect()
+            except BrokerUnreachable as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BrokerUnreachable(
+                        f"{exc}; gave up after {attempt} attempt{'s' * (attempt > 1)} "
+                        f"in {wait:g} s (agent option connect_timeout, --wait)",
+                        reason=exc.reason,
+                    ) from None
+                delay = min(_CONNECT_BACKOFF.delay(attempt), remaining)
+                log.warning(
+                    "agent %s: broker not reachable (attempt %d): %s; retrying in %.1f s",
+                    self.node,
+                    attempt,
+                    exc.reason,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    return False
+            else:
+                log.info("agent %s: connected to %s", self.node, where)
+                return True
+
     def _build_providers(self, context: NodeContext) -> None:
         for name, options in self.options.providers.items():
             self._providers[name] = load_provider(name)(context, options)
             self._status[name] = ProviderStatus(name)
+            log.info("agent %s: provider %s: %s", self.node, name, summarize(options))
 
     async def _finish(self, tasks: list[asyncio.Task[None]]) -> None:
         """Give the providers ``grace`` seconds, then cancel the rest (their group awaits)."""

@@ -9,6 +9,7 @@ node that runs no worker refused at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -116,6 +117,7 @@ async def demo(url: str) -> int:
             },
             host="127.0.0.1",
         )
+        running: asyncio.Task[None] | None = None
         try:
             async with (
                 bus.subscribe([f"resource.{NODE}", "network.*.*", "transfer.done.*"]) as events,
@@ -149,5 +151,8 @@ async def demo(url: str) -> int:
                 await asyncio.wait_for(running, 30)
         finally:
             agent.stop()
+            if running is not None and not running.done():  # interrupted: let it finish
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(running, 30)
             await bus.close()
     return 0

@@ -11,6 +11,8 @@ was wrong and what to do about it, and never carry a secret. The tree::
     ├── SealError (ValueError)           a sealed password cannot be opened
     ├── TransportError                   the bus could not carry out an operation
     │   ├── InvalidURL (ValueError)
+    │   ├── BrokerUnreachable            no broker answered (DNS, refused, timed out)
+    │   ├── BrokerRefused                the broker said no (credentials, vhost, TLS)
     │   ├── Unroutable                   a mandatory message reached no queue
     │   └── RequestTimeout (TimeoutError)
     ├── InterfaceClosed                  the facade is not open
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthError",
+    "BrokerRefused",
+    "BrokerUnreachable",
     "ConfigError",
     "CopyFailure",
     "InterfaceClosed",
@@ -147,6 +151,44 @@ class TransportError(JupiterBusError):
 
 class InvalidURL(TransportError, ValueError):
     """A transport URL has a scheme or shape that no transport understands."""
+
+
+class BrokerUnreachable(TransportError):
+    """No broker could be reached: its host name is unknown, the port refused, or it
+    did not answer in time. Waiting may help (the broker may still be starting).
+
+    ``reason`` says which, in words (never a password).
+
+    Example::
+
+        try:
+            await connect("amqp://guest:guest@rabbit.invalid/")
+        except BrokerUnreachable as exc:
+            print(exc.reason)  # host name not found (DNS): 'rabbit.invalid'
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BrokerRefused(TransportError):
+    """The broker answered but refused the connection: bad credentials, no such virtual
+    host (or no permission on it), or a TLS failure. Retrying will not help.
+
+    ``reason`` says which, in words (never a password).
+
+    Example::
+
+        try:
+            await connect("amqp://guest:wrong@127.0.0.1/")
+        except BrokerRefused as exc:
+            print(exc.reason)  # bad credentials (ACCESS_REFUSED) for user 'guest'
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Unroutable(TransportError):

@@ -55,6 +55,7 @@ __all__ = [
     "is_node_name",
     "is_user_name",
     "option",
+    "summarize",
 ]
 
 T = TypeVar("T")
@@ -484,4 +485,40 @@ def _show_default(value: Any) -> str:
         return "[" + ", ".join(_show_default(item) for item in value) + "]"
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{k} = {_show_default(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def summarize(options: Options | Mapping[str, Any]) -> str:
+    """The values of ``options`` on one line (``name=value, ...``), for logs.
+
+    Secret options are left out (only whether one is set shows, as ``name=(set)``);
+    nested options are shown in braces, with their secrets left out the same way.
+
+    Example::
+
+        summarize(convert(ResourceOptions, {"interval": 2}))
+        # 'interval=2.0'
+    """
+    if not isinstance(options, Options):
+        return ", ".join(f"{key}={value!r}" for key, value in options.items()) or "defaults"
+    shown: list[str] = []
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if _spec(f).secret:
+            if value is not None:
+                shown.append(f"{f.name}=(set)")
+            continue
+        shown.append(f"{f.name}={_summary_value(value)}")
+    return ", ".join(shown)
+
+
+def _summary_value(value: Any) -> str:
+    if isinstance(value, Options):
+        return "{" + summarize(value) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_summary_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_summary_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Path):
+        return str(value)
     return repr(value)

@@ -457,6 +457,32 @@ class NetworkProvider(Provider):
             await self.context.publish_links(changed)
         return len(changed)
 
+    def _log_round(self, sent: Mapping[str, int]) -> None:
+        """One INFO line per link probed this round: its fit (or why none) and its bytes."""
+        for node, size in sent.items():
+            peer = self.peers.get(node)
+            if peer is None:
+                continue
+            fit = peer.published
+            if peer.last_error:
+                result = f"failed ({peer.last_error})"
+            elif fit is None:
+                result = "no fit yet"
+            else:
+                result = (
+                    f"cost_ms = {fit.a:.3g} x^2 + {fit.b:.3g} x + {fit.c:.3g} "
+                    f"(r2 {fit.r2:.3f}, {fit.samples} samples, "
+                    f"{fit.min_kbit:g}-{fit.max_kbit:g} Kbit)"
+                )
+            log.info(
+                "node %s: link to %s: %s; %d probe bytes this round, %d in the last hour",
+                self.context.node,
+                node,
+                result,
+                size,
+                peer.bytes_last_hour(time.monotonic()),
+            )
+
     def budget_report(self) -> dict[str, int]:
         """Probe bytes per link in the last hour."""
         now = time.monotonic()
@@ -469,16 +495,18 @@ class NetworkProvider(Provider):
         try:
             wait = random.uniform(0, self.jitter * self.interval)  # spread the first round
             while not await wait_or_stop(stopping, wait):
-                warmed: set[str] = set()
+                sent: dict[str, int] = {}
                 for peer, size in self.plan_round():
                     if stopping.is_set():
                         break
-                    if peer.node not in warmed:
-                        warmed.add(peer.node)
+                    if peer.node not in sent:
+                        sent[peer.node] = WARM_UP_BYTES
                         await self.probe(peer, WARM_UP_BYTES, record=False)
                     if time.monotonic() >= peer.next_probe_at:  # not failed this round
+                        sent[peer.node] += size
                         await self.probe(peer, size)
                 await self.publish_changes()
+                self._log_round(sent)
                 errors = {p.node: p.last_error for p in self.peers.values() if p.last_error}
                 self.set_health(
                     not errors,

@@ -86,6 +86,12 @@ def default_state_dir(node: str) -> Path:
     return Path(base) / "jupiter-bus" / node
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Read a left-over future's outcome, so asyncio does not report it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(frozen=True, slots=True)
 class TransferOptions(Options):
     """Options of the transfer worker (``[providers.transfer]``)."""
@@ -250,6 +256,7 @@ class TransferProvider(Provider):
         The failure is returned, not raised, so that the jobs in flight still finish first.
         """
         stop = asyncio.ensure_future(stopping.wait())
+        take: asyncio.Future[Delivery] | None = None
         try:
             while not stopping.is_set():
                 take = asyncio.ensure_future(anext(jobs))
@@ -269,6 +276,9 @@ class TransferProvider(Provider):
                 in_flight.create_task(self._handle_unanswered(delivery, store))
         finally:
             stop.cancel()
+            if take is not None:  # this task was cancelled (Ctrl-C) with a take pending
+                take.cancel()
+                take.add_done_callback(_retrieve)
         return None
 
     async def _handle_unanswered(self, delivery: Delivery, store: JobStore) -> None:

@@ -31,8 +31,9 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.listen_host, 0)
+    async def start(self, port: int = 0) -> None:
+        """Listen on ``port`` (0: a free one, then in :attr:`port`)."""
+        self._server = await asyncio.start_server(self._accept, self.listen_host, port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -81,7 +81,10 @@ def test_interval_as_text_is_refused(transport: Transport) -> None:
         ({"node": "n" * 200}, "node: expected a node name (letters, digits, '_' and '-'; "),
         ({"host": "not a host!!"}, "host: expected a host name or IP address, got a string"),
         ({"grace": -1}, "grace: expected a number of seconds >= 0, got -1"),
-        ({"nodee": "x"}, "no top-level option 'nodee'; known: broker, grace, host, node,"),
+        (
+            {"nodee": "x"},
+            "no top-level option 'nodee'; known: broker, connect_timeout, grace, host, node,",
+        ),
     ],
 )
 def test_bad_agent_values_are_refused_by_name(settings: dict[str, Any], expected: str) -> None:
@@ -339,7 +342,8 @@ CLI_CASES = [
     pytest.param(
         'hots = "10.0.0.1"\n',
         (),
-        "no top-level option 'hots'; known: broker, grace, host, node, providers, ssh_port",
+        "no top-level option 'hots'; known: broker, connect_timeout, grace, host, node, "
+        "providers, ssh_port",
         id="unknown-top-level-key",
     ),
     pytest.param(
@@ -381,10 +385,15 @@ def test_cli_agent_refuses_a_seal_key_it_cannot_read_before_connecting(tmp_path:
     toml = f'[providers.transfer]\nseal_key_file = "{tmp_path / "missing.key"}"\n'
     result = agent_cli(tmp_path, toml)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [
+    *logged, error = result.stderr.splitlines()
+    assert error == (
         f"jupiter-bus: providers.transfer.seal_key_file: cannot use seal key file "
         f"{tmp_path / 'missing.key'}: FileNotFoundError"
-    ]
+    )
+    # before it, only the agent's INFO lines (the broker, the config file's mode): no
+    # connection was tried
+    assert all(" INFO " in line or " WARNING " in line for line in logged), logged
+    assert not any("connecting to" in line for line in logged), logged
 
 
 def test_options_classes_are_frozen_and_slotted() -> None:

@@ -40,6 +40,7 @@ from aio_pika.abc import (
     DeliveryMode,
     ExchangeType,
 )
+from aio_pika.connection import make_url
 
 from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
@@ -54,6 +55,7 @@ from .base import (
     Transport,
     safe_url,
 )
+from .connect_errors import connect_error
 
 __all__ = [
     "DIRECT_REPLY_TO",
@@ -265,7 +267,8 @@ class AmqpTransport(Transport):
     process's pid). ``publish_timeout`` bounds how long :meth:`publish` waits out a
     lost connection before giving up (on a live connection the broker always answers
     a publish with a confirm, or closes the channel, so the first attempt arms no
-    timer: one per publish measurably slows confirmed publishing).
+    timer: one per publish measurably slows confirmed publishing). ``connect_timeout``
+    bounds one attempt of :meth:`connect`.
 
     Example::
 
@@ -281,6 +284,7 @@ class AmqpTransport(Transport):
         connection_name: str | None = None,
         publish_timeout: float = 30.0,
         reconnect_interval: float = 1.0,
+        connect_timeout: float = 10.0,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("amqp", "amqps"):
@@ -289,6 +293,7 @@ class AmqpTransport(Transport):
         self.connection_name = connection_name or f"jupiter-bus pid {os.getpid()}"
         self.publish_timeout = publish_timeout
         self.reconnect_interval = reconnect_interval
+        self.connect_timeout = connect_timeout
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._admin: AbstractRobustChannel | None = None
@@ -311,21 +316,44 @@ class AmqpTransport(Transport):
     async def connect(self) -> None:
         if self._connection is not None:
             return
+        # connect_robust() itself, cancelled mid-attempt (Ctrl-C), leaves a connection
+        # behind that reconnects forever: build it here, so that it can be closed.
+        connection = aio_pika.RobustConnection(
+            make_url(self.url, reconnect_interval=self.reconnect_interval),
+            client_properties={"connection_name": self.connection_name},
+            reconnect_interval=self.reconnect_interval,
+        )
         try:
-            connection = await aio_pika.connect_robust(
-                self.url,
-                client_properties={"connection_name": self.connection_name},
-                reconnect_interval=self.reconnect_interval,
-            )
-        except (OSError, aiormq.exceptions.AMQPError) as exc:
-            raise TransportError(
-                f"cannot connect to {safe_url(self.url)}: {type(exc).__name__}. "
-                "Is RabbitMQ running and are the credentials right?"
-            ) from None
+            await connection.connect(timeout=self.connect_timeout)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            if isinstance(exc, OSError | TimeoutError | aiormq.exceptions.AMQPError):
+                raise connect_error(exc, self.url) from None
+            raise
+        try:
+            self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._admin = await connection.channel(publisher_confirms=False)
+            await self._declare_topology(self._admin)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
         self._connection = connection
-        self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        self._admin = await connection.channel(publisher_confirms=False)
-        await self._declare_topology(self._admin)
+        connection.close_callbacks.add(self._on_lost)
+        connection.reconnect_callbacks.add(self._on_restored)
+
+    def _on_lost(self, _: object, exc: BaseException | None = None) -> None:
+        if not self._closed and exc is not None:
+            log.warning(
+                "connection to %s lost (%s); reconnecting every %g s",
+                safe_url(self.url),
+                str(exc) or type(exc).__name__,
+                self.reconnect_interval,
+            )
+
+    def _on_restored(self, *_: object) -> None:
+        log.info("connection to %s restored", safe_url(self.url))
 
     def on_reconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
         def fire(*_: object, **__: object) -> None:
