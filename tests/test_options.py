@@ -17,6 +17,7 @@ from jupiter_providers.transfer import TransferOptions, TransferProvider
 
 from jupiter_bus.agent import Agent, AgentOptions
 from jupiter_bus.errors import ConfigError, CopyFailure, ProviderError
+from jupiter_bus.messages import TransferRequest
 from jupiter_bus.options import Options, convert, describe, is_host, option
 from jupiter_bus.plugins import NodeContext, Provider
 from jupiter_bus.transport import Transport
@@ -55,7 +56,9 @@ def test_allow_roots_as_a_string_is_refused_not_split_into_characters(
     worker = TransferProvider(context, {"allow_roots": ["/data"]})
     assert worker.allow_roots == [str(Path("/data").resolve())]
     with pytest.raises(CopyFailure, match="outside this worker's allowed roots"):
-        worker._check_source("/etc/passwd")
+        worker._check_source(
+            TransferRequest(host="h", user="u", source="/etc/passwd", destination="/tmp/x")
+        )
 
 
 def test_concurrency_zero_is_refused(transport: Transport) -> None:
