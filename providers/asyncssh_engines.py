@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncssh
 
-from .copy_job import CopyJob, Engine, classify
+from .copy_job import CopyJob, Engine, classify, refuse_line_breaks
 from .sftp_small import SmallFileSlot
 from .ssh_pool import PooledConnection, SshPool
 
@@ -200,6 +200,11 @@ class ScpEngine(_PooledSshEngine):
     """
 
     name = "scp"
+
+    async def copy(self, job: CopyJob) -> None:
+        """Refuse paths the SCP protocol cannot carry, then copy as every pooled engine."""
+        refuse_line_breaks(job, self.name)
+        await super().copy(job)
 
     async def _send(self, conn: PooledConnection, job: CopyJob, temp: str) -> None:
         target = temp if temp.startswith("/") else "./" + temp

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from jupiter_bus.errors import CopyFailure
 
-from .copy_job import CopyJob, Engine
+from .copy_job import CopyJob, Engine, refuse_line_breaks
 
 __all__ = ["OpenSshOptions", "OpenSshScpEngine"]
 
@@ -121,6 +121,7 @@ class OpenSshScpEngine(Engine):
 
     async def copy(self, job: CopyJob) -> None:
         """``scp`` to the temporary name, then ``sftp`` renames it (no remote shell)."""
+        refuse_line_breaks(job, self.name)
         ssh_options = self._ssh_options(job)
         temp = job.temp_destination
         batch: list[str] = []
