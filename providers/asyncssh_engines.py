@@ -24,7 +24,7 @@ from .copy_job import CopyJob, Engine, classify, refuse_line_breaks
 from .sftp_small import SmallFileSlot
 from .ssh_pool import PooledConnection, SshPool
 
-__all__ = ["SMALL_FILE_BYTES", "ScpEngine", "SftpEngine"]
+__all__ = ["CLEANUP_SECONDS", "SMALL_FILE_BYTES", "ScpEngine", "SftpEngine"]
 
 SMALL_FILE_BYTES = 64 * 1024
 """Files up to this size are sent with a single SFTP write."""

@@ -26,6 +26,7 @@ import asyncssh
 from jupiter_bus.errors import CopyFailure
 
 __all__ = [
+    "CANCEL_GRACE_SECONDS",
     "FAST_CIPHERS",
     "PooledConnection",
     "SshOptions",
@@ -34,7 +35,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 CANCEL_GRACE_SECONDS = 2.0
 """How long cancelled work on a connection may take to stop before the connection is aborted."""
@@ -89,7 +90,7 @@ class PooledConnection:
                     self._sftp = await self.connection.start_sftp_client()
         return self._sftp
 
-    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+    async def run(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Await ``work`` on this connection, so that cancelling it always stops it.
 
         asyncssh's own clean-up on cancellation (closing a remote file, for one) waits

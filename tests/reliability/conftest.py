@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from jupiter_bus.messages import TransferEngine
 from jupiter_bus.transport import Transport, connect
 from jupiter_bus.transport.memory import drop_memory_broker
 
@@ -18,7 +19,7 @@ from .faulty_proxy import FaultyProxy
 
 MakeWorker = Callable[..., Awaitable[Worker]]
 MakeProxy = Callable[..., Awaitable[FaultyProxy]]
-ENGINES = ("sftp", "scp", "openssh-scp")
+ENGINES: tuple[TransferEngine, ...] = ("sftp", "scp", "openssh-scp")
 """The engines that log in somewhere; ``local`` is added where a case means something to it."""
 
 
