@@ -20,14 +20,18 @@ from collections.abc import Awaitable, Callable
 
 import asyncssh
 
-from .copy_job import CopyJob, Engine, classify
+from .copy_job import CopyJob, Engine, classify, refuse_line_breaks
 from .sftp_small import SmallFileSlot
 from .ssh_pool import PooledConnection, SshPool
 
-__all__ = ["SMALL_FILE_BYTES", "ScpEngine", "SftpEngine"]
+__all__ = ["CLEANUP_SECONDS", "SMALL_FILE_BYTES", "ScpEngine", "SftpEngine"]
 
 SMALL_FILE_BYTES = 64 * 1024
 """Files up to this size are sent with a single SFTP write."""
+
+CLEANUP_SECONDS = 2.0
+"""Longest wait for removing a failed copy's temporary file: the peer may have stopped
+answering, and the job's deadline must still hold."""
 
 
 class _PooledSshEngine(Engine):
@@ -48,15 +52,18 @@ class _PooledSshEngine(Engine):
     async def _copy(self, job: CopyJob) -> None:
         """Send to the temporary name, then rename it; on any failure remove it again."""
         async with self.pool.lease(job.host, job.port, job.user, job.password) as conn:
-            sftp = await conn.sftp()
-            await _make_folder(conn, job)
-            temp = job.temp_destination
-            try:
-                await self._send(conn, job, temp)
-                await _rename(sftp, temp, job.destination)
-            except BaseException:
-                await _remove_quietly(sftp.remove, temp)
-                raise
+            await conn.run(self._copy_on(conn, job))
+
+    async def _copy_on(self, conn: PooledConnection, job: CopyJob) -> None:
+        sftp = await conn.sftp()
+        await _make_folder(conn, job)
+        temp = job.temp_destination
+        try:
+            await self._send(conn, job, temp)
+            await _rename(sftp, temp, job.destination)
+        except BaseException:
+            await _remove_quietly(sftp.remove, temp)
+            raise
 
     @abc.abstractmethod
     async def _send(self, conn: PooledConnection, job: CopyJob, temp: str) -> None:
@@ -80,9 +87,15 @@ async def _rename(sftp: asyncssh.SFTPClient, temp: str, destination: str) -> Non
 
 
 async def _remove_quietly(remove: Callable[[str], Awaitable[None]], path: str) -> None:
-    """Remove a temporary file after a failure; the failure, not this, is what is reported."""
-    with contextlib.suppress(asyncssh.Error, OSError, asyncio.CancelledError):
-        await asyncio.shield(remove(path))
+    """Remove a temporary file after a failure; the failure, not this, is what is reported.
+
+    Bounded by :data:`CLEANUP_SECONDS`: over a connection that stopped answering, an
+    unbounded (or shielded) remove kept a cancelled copy alive, so a job's deadline
+    did not stop it. The temporary name is derived from the job, so a rerun replaces
+    what is left.
+    """
+    with contextlib.suppress(asyncssh.Error, OSError, TimeoutError, asyncio.CancelledError):
+        await asyncio.wait_for(remove(path), CLEANUP_SECONDS)
 
 
 def _read_if_small(job: CopyJob) -> bytes | None:
@@ -136,20 +149,25 @@ class SftpEngine(_PooledSshEngine):
         """Send ``data`` over a small-file channel; False if the server cannot take it."""
         timeout = self.pool.options.connect_timeout
         async with self.pool.lease(job.host, job.port, job.user, job.password) as conn:
-            slot = self._slots.get(conn.connection)
-            if slot is None:
-                slot = self._slots[conn.connection] = SmallFileSlot(conn.connection)
-            channel = await slot.channel(timeout)
-            if channel is None:
-                return False
-            await _make_folder(conn, job)
-            temp = job.temp_destination
-            try:
-                await channel.put(data, temp, job.destination)
-            except BaseException:
-                await _remove_quietly(channel.remove, temp)
-                raise
-            return True
+            return await conn.run(self._put_small_on(conn, job, data, timeout))
+
+    async def _put_small_on(
+        self, conn: PooledConnection, job: CopyJob, data: bytes, timeout: float
+    ) -> bool:
+        slot = self._slots.get(conn.connection)
+        if slot is None:
+            slot = self._slots[conn.connection] = SmallFileSlot(conn.connection)
+        channel = await slot.channel(timeout)
+        if channel is None:
+            return False
+        await _make_folder(conn, job)
+        temp = job.temp_destination
+        try:
+            await channel.put(data, temp, job.destination)
+        except BaseException:
+            await _remove_quietly(channel.remove, temp)
+            raise
+        return True
 
     async def _send(self, conn: PooledConnection, job: CopyJob, temp: str) -> None:
         sftp = await conn.sftp()
@@ -182,6 +200,11 @@ class ScpEngine(_PooledSshEngine):
     """
 
     name = "scp"
+
+    async def copy(self, job: CopyJob) -> None:
+        """Refuse paths the SCP protocol cannot carry, then copy as every pooled engine."""
+        refuse_line_breaks(job, self.name)
+        await super().copy(job)
 
     async def _send(self, conn: PooledConnection, job: CopyJob, temp: str) -> None:
         target = temp if temp.startswith("/") else "./" + temp

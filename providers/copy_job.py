@@ -23,7 +23,14 @@ import asyncssh
 
 from jupiter_bus.errors import CopyFailure
 
-__all__ = ["TEMP_MARK", "CopyJob", "Engine", "classify", "local_file_size"]
+__all__ = [
+    "TEMP_MARK",
+    "CopyJob",
+    "Engine",
+    "classify",
+    "local_file_size",
+    "refuse_line_breaks",
+]
 
 TEMP_MARK = ".jbpart-"
 """Marks a temporary name: ``.<name>.jbpart-<digest of the idempotency key>``."""
@@ -133,6 +140,27 @@ def classify(exc: BaseException, job: CopyJob) -> CopyFailure:
             transient=True,
         )
     return CopyFailure("remote", f"{type(exc).__name__} copying to {where}")
+
+
+def refuse_line_breaks(job: CopyJob, engine: str) -> None:
+    """Refuse (``invalid``) a source or destination with a line break, for line-based protocols.
+
+    The SCP protocol sends the file name in a line of its own, and an ``sftp -b``
+    batch is one command per line: a newline in a path would desynchronise the one
+    (the copy then hangs) and start a new command in the other. The ``sftp`` and
+    ``local`` engines take such names literally.
+
+    Example::
+
+        refuse_line_breaks(job, "scp")  # before connecting
+    """
+    for what, path in (("source", job.source), ("destination", job.destination)):
+        if "\n" in path or "\r" in path:
+            raise CopyFailure(
+                "invalid",
+                f"the {engine} engine cannot carry a line break in the {what} path; "
+                "use the sftp engine for such names",
+            )
 
 
 def local_file_size(path: str) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from jupiter_bus.errors import CopyFailure
 
-from .copy_job import CopyJob, Engine
+from .copy_job import CopyJob, Engine, refuse_line_breaks
 
 __all__ = ["OpenSshOptions", "OpenSshScpEngine"]
 
@@ -121,6 +121,7 @@ class OpenSshScpEngine(Engine):
 
     async def copy(self, job: CopyJob) -> None:
         """``scp`` to the temporary name, then ``sftp`` renames it (no remote shell)."""
+        refuse_line_breaks(job, self.name)
         ssh_options = self._ssh_options(job)
         temp = job.temp_destination
         batch: list[str] = []
@@ -136,7 +137,15 @@ class OpenSshScpEngine(Engine):
             await self._run(job, sftp_argv, ("\n".join(batch) + "\n").encode())
         # no "-q" for scp: it would also silence ssh's reason for failing
         scp_argv = ["scp", *port, *ssh_options, "--", job.source, self._remote(job, temp)]
-        await self._run(job, scp_argv)
+        try:
+            await self._run(job, scp_argv)
+        except CopyFailure as failure:
+            # scp got in and failed writing (a full disk): the part it wrote stays
+            # behind. Failures to log in or connect wrote nothing, and trying again
+            # to remove nothing would be one more login attempt.
+            if failure.kind == "remote":
+                await asyncio.shield(self._remove_temp(job, sftp_argv, temp))
+            raise
         try:
             await self._run(
                 job,
@@ -168,6 +177,9 @@ def _openssh_failure(job: CopyJob, program: str, code: int, stderr: str) -> Copy
         "connection refused" in lowered
         or "no route to host" in lowered
         or "could not resolve" in lowered
+        # ConnectTimeout: a peer that does not answer is unreachable (docs/messages.md)
+        or "connection timed out" in lowered
+        or "timed out during banner exchange" in lowered
     ):
         return CopyFailure(
             "unreachable", f"cannot reach {job.host}:{job.port}: {text}", transient=True

@@ -17,12 +17,16 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncssh
 
+from jupiter_bus.errors import CopyFailure
+
 __all__ = [
+    "CANCEL_GRACE_SECONDS",
     "FAST_CIPHERS",
     "PooledConnection",
     "SshOptions",
@@ -30,6 +34,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+CANCEL_GRACE_SECONDS = 2.0
+"""How long cancelled work on a connection may take to stop before the connection is aborted."""
 
 FAST_CIPHERS = (
     "aes128-gcm@openssh.com",
@@ -67,6 +76,8 @@ class PooledConnection:
     connection: asyncssh.SSHClientConnection
     key: tuple[str, int, str, str]
     in_use: int = 0
+    retired: bool = False
+    """Taken out of the pool: closed when its last job lets go of it."""
     last_used: float = field(default_factory=time.monotonic)
     _sftp: asyncssh.SFTPClient | None = None
     _sftp_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -79,10 +90,39 @@ class PooledConnection:
                     self._sftp = await self.connection.start_sftp_client()
         return self._sftp
 
+    async def run(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """Await ``work`` on this connection, so that cancelling it always stops it.
+
+        asyncssh's own clean-up on cancellation (closing a remote file, for one) waits
+        for answers that a peer which stopped talking never sends, which kept a copy
+        running past its deadline. Cancelled work that has not stopped within
+        :data:`CANCEL_GRACE_SECONDS` has its connection aborted, which fails every wait.
+        """
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(_retrieve)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            _, pending = await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+            if pending:
+                log.warning(
+                    "ssh connection to %s stuck after a cancelled copy: aborted", self.key[:3]
+                )
+                self.connection.abort()
+                await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+            raise
+
     @property
     def broken(self) -> bool:
         """Whether the transport under this connection has gone."""
         return self.connection.is_closed()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark the outcome of work whose canceller stopped waiting as seen (no loop warning)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class SshPool:
@@ -127,13 +167,17 @@ class SshPool:
         pooled.in_use += 1
         try:
             yield pooled
-        except BaseException:
-            if pooled.broken:
-                self._drop(pooled)
+        except BaseException as exc:
+            # A copy stopped by its deadline (or cancelled) may have left the connection
+            # stuck, e.g. on a peer that stopped answering: no later job may lease it.
+            if pooled.broken or isinstance(exc, asyncio.CancelledError | TimeoutError):
+                self._retire(pooled)
             raise
         finally:
             pooled.in_use -= 1
             pooled.last_used = time.monotonic()
+            if pooled.retired and pooled.in_use == 0:
+                pooled.connection.close()
 
     async def _connect(
         self, key: tuple[str, int, str, str], password: str | None
@@ -171,7 +215,16 @@ class SshPool:
             kwargs.update(password=None, preferred_auth="publickey")
             if opts.client_keys is not None:
                 kwargs.update(client_keys=list(opts.client_keys), agent_path=None)
-        connection = await asyncssh.connect(host, port, **kwargs)
+        try:
+            connection = await asyncssh.connect(host, port, **kwargs)
+        except TimeoutError:
+            # docs/messages.md: a peer that does not answer in time is `unreachable`;
+            # `timeout` is the job's own deadline.
+            raise CopyFailure(
+                "unreachable",
+                f"no SSH answer from {host}:{port} within {opts.connect_timeout:g} s",
+                transient=True,
+            ) from None
         self.connects += 1
         log.debug("ssh connection opened to %s@%s:%s", user, host, port)
         pooled = PooledConnection(connection, key)
@@ -183,6 +236,12 @@ class SshPool:
         if self._idle.get(pooled.key) is pooled:
             del self._idle[pooled.key]
         pooled.connection.close()
+
+    def _retire(self, pooled: PooledConnection) -> None:
+        """Lease ``pooled`` no more; it closes when its last job lets go of it."""
+        if self._idle.get(pooled.key) is pooled:
+            del self._idle[pooled.key]
+        pooled.retired = True
 
     def _start_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():

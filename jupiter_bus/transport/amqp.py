@@ -44,6 +44,7 @@ from aio_pika.connection import make_url
 
 from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
+from . import secret_scrub
 from .base import (
     Consumer,
     Delivery,
@@ -66,6 +67,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+secret_scrub.install()
 
 # aiormq logs whole frames at DEBUG, bodies included: a transfer request's password
 # would land in the log of anyone who turns on debug logging for everything. Unless
