@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
 import time
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 
 from .backoff import Backoff
 from .errors import BrokerUnreachable, ConfigError, ProviderError
+from .host_address import default_host, is_loopback
 from .options import HOST, NODE_NAME, Options, convert, option, summarize
 from .plugins import Health, NodeContext, Provider, load_provider
 
@@ -101,6 +103,13 @@ def _provider_tables(tables: object, path: str) -> Mapping[str, Mapping[str, Any
     return MappingProxyType(converted)
 
 
+def _default_providers() -> Mapping[str, Mapping[str, Any]]:
+    """What an agent runs when its configuration names no provider."""
+    return MappingProxyType(
+        {"resources": {}, "transfer": {}, "network": {"default_user": getpass.getuser()}}
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AgentOptions(Options):
     """What a node agent runs and where (the top level of the agent's TOML file).
@@ -145,8 +154,10 @@ class AgentOptions(Options):
         ge=0,
     )
     providers: Mapping[str, Mapping[str, Any] | Options] = option(
-        factory=lambda: MappingProxyType({"resources": {}}),
-        doc="the providers to run, each with its options table ([providers.<name>])",
+        factory=_default_providers,
+        doc="the providers to run, each with its options table ([providers.<name>]); "
+        "without any: resources, transfer and network, the profiler learning its peers "
+        "from their resource events and logging in to them as this agent's own user",
         convert=_provider_tables,
         expect="a table of provider tables",
     )
@@ -262,7 +273,7 @@ class Agent:
         context = self.context = NodeContext(
             node=self.node,
             transport=transport,
-            host=self.options.host,
+            host=self.options.host or await self._default_host(),
             ssh_port=self.options.ssh_port,
         )
         try:
@@ -337,6 +348,32 @@ class Agent:
             else:
                 log.info("agent %s: connected to %s", self.node, where)
                 return True
+
+    async def _default_host(self) -> str:
+        """The address announced when ``host`` is not configured (:mod:`host_address`)."""
+        broker = self._broker if isinstance(self._broker, str) else self._broker.url
+        host = await asyncio.to_thread(default_host, broker)
+        log.info(
+            "agent %s: announcing host %s (the local address towards the broker; set --host "
+            "to choose another)",
+            self.node,
+            host,
+        )
+        remote = sorted(
+            peer.host
+            for options in self.options.providers.values()
+            for peer in getattr(options, "peers", ())
+            if not is_loopback(peer.host)
+        )
+        if is_loopback(host) and remote:
+            log.warning(
+                "agent %s: announcing loopback %s, but peers are remote (%s): they cannot "
+                "reach this node; set --host",
+                self.node,
+                host,
+                ", ".join(remote[:3]),
+            )
+        return host
 
     def _build_providers(self, context: NodeContext) -> None:
         for name, options in self.options.providers.items():

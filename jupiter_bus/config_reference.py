@@ -34,6 +34,12 @@ docs/configuration.md`); a test keeps it equal to the code. An agent reads one T
 `[providers.<name>]` table per provider to run. A value of the wrong type or out of range,
 and any key not listed here, is refused at start with one line naming it (exit status 2).
 Defaults are written as in TOML; `none` means the option is absent.
+
+Without any `[providers.<name>]` table the agent runs `resources`, `transfer` and
+`network`, the profiler learning its peers from their resource events and logging in to
+them as the agent's own user (`default_user`). Without `host`, the agent announces the
+local address of its route to the broker (`127.0.0.1` when the broker is on this
+machine), and warns when that is loopback while configured peers are remote.
 """
 
 
