@@ -192,6 +192,17 @@ def test_watch_example_prints_updates_then_stops(broker: str) -> None:
     assert any("src/dst" in line for line in lines)
 
 
+@pytest.mark.parametrize("broker", BROKERS)
+def test_embed_example_reads_state_copies_and_follows_updates(broker: str) -> None:
+    """The README's facade block, run by examples/embed_facade.py."""
+    lines = succeeded(run_example("embed_facade", broker))
+    text = result_text(lines)
+    assert re.search(r"-> node2\S*: 4 MB in [\d.]+ ms", text)
+    assert "copied 4096 bytes" in text
+    assert "live: node1" in text
+    assert lines[-1] == "done"
+
+
 def test_watch_example_stops_at_its_duration_without_enough_updates() -> None:
     lines = succeeded(
         run_example("watch_network", "memory", "--count", "1000", "--duration", "0.5")
