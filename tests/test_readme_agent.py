@@ -118,6 +118,8 @@ async def test_the_readme_agent_probes_its_peers_and_publishes_fits(
                 announcer.cancel()
                 await asyncio.gather(announcer, return_exceptions=True)
             cost = decode(delivery.body, LinkCost)
+            # The INFO story of the round: the link's fit with its r2 and the probe bytes.
+            line = await agent.wait_for(f"link to {peer}: cost_ms = ", timeout=30)
             agent.process.send_signal(signal.SIGTERM)
             assert await agent.finish() == 0, agent.output
     finally:
@@ -127,3 +129,5 @@ async def test_the_readme_agent_probes_its_peers_and_publishes_fits(
     assert cost.samples >= 3
     assert cost.max_kbit == pytest.approx(4096 * 8)  # probe_sizes_kb from the README
     assert "permission" not in agent.output  # no probe was refused by allow_roots
+    assert re.search(r"\(r2 [\d.-]+, \d+ samples, .*Kbit\); \d+ probe bytes this round", line)
+    assert "asyncssh" not in agent.output  # its INFO lines stay quiet without -v
