@@ -88,6 +88,17 @@ def node_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
+def say_who_serves(args: argparse.Namespace, nodes: Sequence[str]) -> None:
+    """On a real broker without ``--with-agents``, say at once what the run relies on."""
+    if not in_process(args):
+        print(
+            f"note: no agents start here: nodes {', '.join(nodes)} must be served by agents "
+            f"already running on {safe_url(str(args.broker))} (or pass --with-agents)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def safe_url(url: str) -> str:
     """``url`` without credentials, for printing."""
     scheme, sep, rest = url.partition("://")

@@ -32,6 +32,7 @@ from _cluster import (
     exit_status,
     in_process,
     node_names,
+    say_who_serves,
 )
 
 from jupiter_bus import JupiterBusError, JupiterInterface, TransferFailed
@@ -67,6 +68,7 @@ async def schedule(url: str, node1: str, node2: str, data: Path) -> None:
 async def run(args: argparse.Namespace) -> int:
     """Start the stand-in nodes when needed, write the files, run :func:`schedule`."""
     nodes = node_names(args)
+    say_who_serves(args, nodes)
     if len(nodes) < 2:
         raise SystemExit("--nodes: give at least two node names")
     data: Path = args.workdir

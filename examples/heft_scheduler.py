@@ -61,6 +61,7 @@ from _cluster import (
     in_process,
     node_names,
     safe_url,
+    say_who_serves,
 )
 
 from jupiter_bus import (
@@ -392,6 +393,7 @@ async def move_output(
 async def run(args: argparse.Namespace, workdir: Path) -> int:
     """Map the DAG with live state, print the schedule, move one output file."""
     nodes = node_names(args)
+    say_who_serves(args, nodes)
     print(f"HEFT on {safe_url(args.broker)} with {len(nodes)} nodes: {', '.join(nodes)}")
     async with contextlib.AsyncExitStack() as stack:
         # The facade first: link costs published before it subscribes would be missed.

@@ -53,6 +53,7 @@ from _cluster import (
     in_process,
     node_names,
     safe_url,
+    say_who_serves,
 )
 
 from jupiter_bus import JupiterBusError, JupiterInterface, TransferFailed
@@ -179,6 +180,7 @@ async def facade_jobs(args: argparse.Namespace, node: str, queue: str, workdir: 
 async def run(args: argparse.Namespace, workdir: Path) -> int:
     """Start what is needed, send the jobs both ways, remove the completion queue."""
     nodes = node_names(args)
+    say_who_serves(args, nodes)
     node = nodes[0]
     queue = f"jupiter.completions.example-{uuid.uuid4().hex[:8]}"
     print(

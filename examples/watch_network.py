@@ -40,6 +40,7 @@ from _cluster import (
     in_process,
     node_names,
     safe_url,
+    say_who_serves,
 )
 
 from jupiter_bus import JupiterBusError, JupiterInterface, LinkCost, NetworkData
@@ -94,6 +95,7 @@ async def watch(
 async def run(args: argparse.Namespace) -> int:
     """Watch the feed, then show the latest state as one matrix."""
     nodes = node_names(args)
+    say_who_serves(args, nodes)
     where = f"from {args.src or '*'} to {args.dst or '*'}"
     print(
         f"watching network costs {where} on {safe_url(args.broker)} "

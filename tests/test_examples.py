@@ -228,5 +228,8 @@ def test_heft_example_without_agents_fails_naming_the_missing_nodes() -> None:
         timeout=60,
     )
     assert result.returncode == 2, result.stdout + result.stderr
+    # Said at once, before any wait: what the run relies on, and the way out.
+    assert result.stderr.startswith("note: no agents start here: nodes ghost-a-example, ")
+    assert "--with-agents" in result.stderr.splitlines()[0]
     assert "ghost-a-example" in result.stderr
     assert "Traceback" not in result.stderr
