@@ -213,6 +213,8 @@ class TransferProvider(Provider):
         }
         self.completed = 0
         self.failed = 0
+        self._running: dict[str, asyncio.Future[None]] = {}
+        """Jobs being run, by idempotency key: done once the result is stored."""
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume the node's work queue until ``stopping``; in-flight jobs finish first."""
@@ -297,6 +299,10 @@ class TransferProvider(Provider):
         if request is None:
             return
         key = request.idempotency_key
+        while (running := self._running.get(key)) is not None:
+            # Redelivered while its first run still copies (that run's ack went with a
+            # lost connection): wait for that run and answer its result, not copy twice.
+            await asyncio.shield(running)
         stored = await store.result(key)
         if stored is not None:
             log.info(
@@ -313,9 +319,14 @@ class TransferProvider(Provider):
                     body=redact(delivery.envelope.body),
                 )
                 return
-        result = await self.execute(request)
-        body = encode(result)
-        await store.save_result(key, body)
+        finished = self._running[key] = asyncio.get_running_loop().create_future()
+        try:
+            result = await self.execute(request)
+            body = encode(result)
+            await store.save_result(key, body)
+        finally:
+            del self._running[key]
+            finished.set_result(None)
         await self._answer(delivery.envelope, result, body)
         await delivery.ack()
 
