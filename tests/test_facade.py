@@ -622,6 +622,28 @@ async def test_uncollected_results_stay_in_a_named_completion_queue(
         await admin.delete_queue(queue)
 
 
+async def test_a_second_answer_to_a_held_job_is_acked_not_kept(
+    bus_url: str, make_transport: TransportFactory, unique: str
+) -> None:
+    """A rerun answered from its job store sends a job's result twice: one held copy is
+    kept, the other acked, so the queue gets back one result, not two, on close."""
+    queue = f"jupiter.completions.test-{unique}"
+    admin = await make_transport()
+    job = str(uuid.uuid4())
+    result = TransferResult(request_id=job, node="n1", ok=True, bytes=3, seconds=0.1, attempts=1)
+    try:
+        async with JupiterInterface(bus_url, completion_queue=queue, snapshot=False) as bus:
+            for _ in range(2):
+                await admin.publish("", queue, encode(result), correlation_id=job)
+            await eventually(lambda: bus.held_results == 1)
+            await asyncio.sleep(0.2)  # the second answer has arrived too
+            assert bus.held_results == 1
+        await asyncio.sleep(0.5)  # what closing handed back is in the queue again
+        assert await admin.queue_length(queue) == 1
+    finally:
+        await admin.delete_queue(queue)
+
+
 # -- live feeds -------------------------------------------------------------------------
 
 

@@ -212,6 +212,10 @@ class CompletionCollector:
                 job_id = delivery.envelope.correlation_id or result.request_id
                 if job_id in self._collected or self._resolve(job_id, result):
                     await delivery.ack()
+                elif job_id in self._held:
+                    # A second answer to one job (its worker's ack was lost, the rerun
+                    # answered from its job store): one held copy is enough.
+                    await delivery.ack()
                 else:
                     self._held[job_id] = (result, delivery)
         except asyncio.CancelledError:
