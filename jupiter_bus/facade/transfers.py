@@ -348,6 +348,7 @@ class TransferClient:
         try:
             result = decode(reply.body, TransferResult)
         except MessageError as exc:
+            await transport.dead_letter(reply, str(exc))  # the contract: refused, kept
             raise RemoteError(
                 f"job {request.id}: node {node} answered something unreadable: {exc}",
                 job_id=request.id,

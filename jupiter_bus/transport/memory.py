@@ -45,6 +45,7 @@ from .base import (
 )
 
 __all__ = [
+    "DEAD_LETTER_LIMIT",
     "MemoryConsumer",
     "MemoryDelivery",
     "MemorySubscription",
@@ -55,6 +56,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+DEAD_LETTER_LIMIT = 100_000
+"""Dead letters ``jupiter.dead`` holds on the in-memory bus before dropping its oldest
+(about 1 KB each: a process fed bad input forever must not grow forever)."""
 _REPLY_PREFIX = "memory.reply."
 _ROUTE_CACHE_SIZE = 100_000
 
@@ -431,7 +435,7 @@ class MemoryTransport(Transport):
         broker.declare_exchange(EVENTS_EXCHANGE, "topic")
         broker.declare_exchange(TRANSFERS_EXCHANGE, "direct")
         broker.declare_exchange(DEAD_EXCHANGE, "fanout")
-        broker.declare_queue(DEAD_QUEUE, {})
+        broker.declare_queue(DEAD_QUEUE, {}, max_length=DEAD_LETTER_LIMIT)
         broker.bind(DEAD_QUEUE, DEAD_EXCHANGE, "")
 
     async def _send(self, message: Outgoing) -> None:
