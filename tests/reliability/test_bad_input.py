@@ -160,6 +160,8 @@ async def scene(url: str, unique: str, tmp_path: Path) -> AsyncIterator[Scene]:
         "network": {
             "interval": 3600,
             "default_user": "x",  # the profiler watches resource events only with one
+            "state_dir": str(tmp_path / "network"),
+            "probe_dir": str(tmp_path / "probes"),  # the worker's local engine writes here
             "peers": [{"node": f"good-{unique}", "host": "127.0.0.1", "port": 1, "user": "x"}],
         },
         "transfer": {
