@@ -59,6 +59,7 @@ from ..topology import (
 from .values import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_BACKLOG_BYTES,
+    DEFAULT_MAX_EVENT_AGE,
     JSON_CONTENT_TYPE,
     Envelope,
     ExchangeType,
@@ -73,6 +74,7 @@ from .values import (
 __all__ = [
     "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_BACKLOG_BYTES",
+    "DEFAULT_MAX_EVENT_AGE",
     "JSON_CONTENT_TYPE",
     "MAX_REASON_CHARS",
     "Consumer",
@@ -507,17 +509,21 @@ class Transport(abc.ABC):
         exchange: str = EVENTS_EXCHANGE,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
+        max_age: float | None = DEFAULT_MAX_EVENT_AGE,
     ) -> Subscription:
         """A subscription to ``exchange`` (default ``jupiter.events``) by topic patterns.
 
         ``*`` matches exactly one dot-separated word and ``#`` zero or more, as in
         RabbitMQ. Use it with ``async with``. A subscriber more than ``max_backlog``
         messages or ``max_backlog_bytes`` of bodies behind loses the oldest (RabbitMQ's
-        ``x-max-length`` and ``x-max-length-bytes``, drop-head).
+        ``x-max-length`` and ``x-max-length-bytes``, drop-head), and an event left unread
+        ``max_age`` seconds is dropped (``x-message-ttl``; ``None``: kept however old).
         """
         self._check_open()
+        if max_age is not None and not 0 < max_age < float("inf"):
+            raise TransportError(f"max_age must be a finite number of seconds > 0, got {max_age}")
         return self._subscription(
-            SubscriptionSpec(tuple(patterns), exchange, max_backlog, max_backlog_bytes)
+            SubscriptionSpec(tuple(patterns), exchange, max_backlog, max_backlog_bytes, max_age)
         )
 
     def consume(self, queue: str, *, prefetch: int = 16) -> Consumer:
