@@ -301,7 +301,11 @@ def _envelope(obj: dict[str, Any]) -> tuple[str, float]:
 def _node_names(nodes: Any) -> tuple[str, ...]:
     if not isinstance(nodes, list) or len(nodes) > MAX_BATCH_NODES:
         raise MessageError(f"must be a list of at most {MAX_BATCH_NODES} names", field="nodes")
-    if not _valid_nodes.issuperset(nodes):  # each name is checked once (the codec's cache)
+    try:
+        known = _valid_nodes.issuperset(nodes)  # each name is checked once (the codec's cache)
+    except TypeError:  # an unhashable name (a list, an object): the loop below refuses it
+        known = False
+    if not known:
         for k, name in enumerate(nodes):
             try:
                 _node(name, "nodes")

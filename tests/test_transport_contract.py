@@ -361,6 +361,21 @@ async def test_expiration_must_be_a_finite_number_of_seconds(
             await publish_job(transport, node, b"{}", expiration=bad)
 
 
+async def test_headers_amqp_cannot_carry_are_refused_and_the_connection_lives_on(
+    transport: Transport, unique: str
+) -> None:
+    """RabbitMQ closes the whole connection over a NaN header (INTERNAL_ERROR), and a
+    robust connection retried that publish for 30 s: every feed of the process went down."""
+    key = f"resource.h{unique}"
+    async with transport.subscribe([key]) as feed:
+        for bad in (float("nan"), float("inf"), 1e300, 2**64, [1, float("nan")]):
+            with pytest.raises(TransportError, match="header 'x-bad'"):
+                await transport.publish(EVENTS_EXCHANGE, key, b"{}", headers={"x-bad": bad})  # type: ignore[dict-item]
+        await transport.publish(EVENTS_EXCHANGE, key, b"{}", headers={"x-ok": 1.5})
+        envelope = await asyncio.wait_for(anext(feed), 5)
+    assert envelope.headers["x-ok"] == 1.5
+
+
 async def test_job_for_a_node_without_queue_is_unroutable(
     transport: Transport, unique: str
 ) -> None:

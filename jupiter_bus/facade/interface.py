@@ -30,7 +30,13 @@ from ..transport import Transport, connect
 from ..transport.base import safe_url
 from .pump import EventPump
 from .reads import StateReads
-from .transfers import COMPLETION_PREFIX, CompletionCollector, TransferClient, TransferJob
+from .transfers import (
+    COMPLETION_PREFIX,
+    DEFAULT_COMPLETION_EXPIRES,
+    CompletionCollector,
+    TransferClient,
+    TransferJob,
+)
 from .watch import Watch, Watches
 
 __all__ = ["JupiterInterface"]
@@ -49,7 +55,9 @@ class JupiterInterface:
     ``completion_queue`` names the durable queue that results of
     :meth:`submit_transfer` go to; give the same name in another process to collect
     them there. Without one, ``jupiter.completions.<client_id>`` is used, made on the
-    first submit and deleted on exit. ``max_results`` bounds the results held (not yet
+    first submit and deleted on exit; should the process die first, the broker deletes it
+    ``completion_expires`` seconds after its last consumer went (default an hour; ``None``:
+    never). ``max_results`` bounds the results held (not yet
     collected, and recently collected). With ``seal_key``, passwords are sealed
     (:mod:`jupiter_bus.sealing`) before they are published. With ``snapshot`` (the
     default), entering asks the node agents for their latest events
@@ -74,6 +82,7 @@ class JupiterInterface:
         seal_key: bytes | None = None,
         connection_name: str | None = None,
         snapshot: bool = True,
+        completion_expires: float | None = DEFAULT_COMPLETION_EXPIRES,
     ) -> None:
         if isinstance(url_or_transport, str):
             self._url: str | None = url_or_transport
@@ -85,6 +94,8 @@ class JupiterInterface:
         self._client_id = client_id or uuid.uuid4().hex[:12]
         if max_results < 1:
             raise ValueError("max_results must be at least 1")
+        if completion_expires is not None and not 0.001 <= completion_expires < float("inf"):
+            raise ValueError("completion_expires must be a finite number of seconds >= 0.001")
         self._snapshot_on_enter = snapshot
         self._connection_name = connection_name or f"jupiter-bus facade {self._client_id}"
         self._owns_transport = False
@@ -97,6 +108,7 @@ class JupiterInterface:
             max_results=max_results,
             is_open=lambda: self._state == "open",
             owner=self._client_id,
+            expires=None if completion_queue is not None else completion_expires,
         )
         self._transfers = TransferClient(self._completions, node=self._node, seal_key=seal_key)
         self._pump = EventPump(

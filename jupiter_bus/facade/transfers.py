@@ -47,12 +47,22 @@ from ..receive import decode_delivery
 from ..topology import TRANSFERS_EXCHANGE, check_node, work_queue
 from ..transport import Consumer, Delivery, Transport
 
-__all__ = ["COMPLETION_PREFIX", "CompletionCollector", "TransferClient", "TransferJob"]
+__all__ = [
+    "COMPLETION_PREFIX",
+    "DEFAULT_COMPLETION_EXPIRES",
+    "CompletionCollector",
+    "TransferClient",
+    "TransferJob",
+]
 
 log = logging.getLogger(__name__)
 
 COMPLETION_PREFIX: Final = "jupiter.completions."
 """Default completion queue of an interface: this prefix and its client id."""
+DEFAULT_COMPLETION_EXPIRES: Final = 3600.0
+"""Seconds a default completion queue outlives its last consumer (RabbitMQ's
+``x-expires``): a facade killed before it could delete it leaves nothing behind for long,
+and one restarted with the same ``client_id`` within that time finds its results."""
 
 
 class CompletionCollector:
@@ -63,7 +73,9 @@ class CompletionCollector:
 
     ``named``: the queue was chosen by the caller (kept on close; the default one is
     deleted). ``is_open`` says whether the owning interface is still open; ``owner``
-    (its client id) goes in log lines.
+    (its client id) goes in log lines. ``expires``: seconds the queue outlives its last
+    consumer (``x-expires``; ``None``: forever); given for the default queue only, since
+    a named one is shared and must be declared alike everywhere.
 
     Example::
 
@@ -81,9 +93,11 @@ class CompletionCollector:
         max_results: int,
         is_open: Callable[[], bool],
         owner: str,
+        expires: float | None = None,
     ) -> None:
         self.queue = queue
         self.named = named
+        self.expires = expires
         self._owner = owner
         self._max_results = max_results
         self._is_open = is_open
@@ -186,7 +200,10 @@ class CompletionCollector:
             return self.queue
         async with self._lock:
             if self._task is None:
-                await transport.declare_queue(self.queue)
+                arguments = (
+                    None if self.expires is None else {"x-expires": round(self.expires * 1000)}
+                )
+                await transport.declare_queue(self.queue, arguments=arguments)
                 self._transport = transport
                 consumer = transport.consume(self.queue, prefetch=min(self._max_results, 65_535))
                 try:
@@ -352,6 +369,7 @@ class TransferClient:
         try:
             result = decode(reply.body, TransferResult)
         except MessageError as exc:
+            await transport.dead_letter(reply, str(exc))  # the contract: refused, kept
             raise RemoteError(
                 f"job {request.id}: node {node} answered something unreadable: {exc}",
                 job_id=request.id,

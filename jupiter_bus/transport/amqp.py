@@ -227,10 +227,7 @@ class AmqpSubscription(Subscription):
             durable=False,
             exclusive=True,
             auto_delete=True,
-            arguments={
-                "x-max-length": self.spec.max_backlog,
-                "x-max-length-bytes": self.spec.max_backlog_bytes,
-            },
+            arguments=self.spec.arguments(),
         )
         for pattern in self.spec.patterns:
             await queue.bind(self.spec.exchange, pattern)

@@ -36,6 +36,7 @@ import abc
 import asyncio
 import functools
 import logging
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,6 +45,7 @@ from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import RequestTimeout, TransportError
+from ..messages import redact
 from ..topology import (
     DEAD_EXCHANGE,
     ERROR_HEADER,
@@ -57,6 +59,7 @@ from ..topology import (
 from .values import (
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_BACKLOG_BYTES,
+    DEFAULT_MAX_EVENT_AGE,
     JSON_CONTENT_TYPE,
     Envelope,
     ExchangeType,
@@ -71,6 +74,7 @@ from .values import (
 __all__ = [
     "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_BACKLOG_BYTES",
+    "DEFAULT_MAX_EVENT_AGE",
     "JSON_CONTENT_TYPE",
     "MAX_REASON_CHARS",
     "Consumer",
@@ -348,6 +352,8 @@ class Transport(abc.ABC):
         self._check_open()
         if expiration is not None:
             expiration = _check_expiration(expiration)
+        if headers:
+            _check_headers(headers)
         await self._send(
             Outgoing(  # positional, in field order: keywords cost 0.25 us a publish
                 exchange,
@@ -387,6 +393,8 @@ class Transport(abc.ABC):
         self._check_open()
         if expiration is not None:
             expiration = _check_expiration(expiration)
+        if headers:
+            _check_headers(headers)
         correlation_id = correlation_id or uuid.uuid4().hex
         waiter: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         reply_to = await self._expect_reply(correlation_id, waiter)
@@ -439,7 +447,8 @@ class Transport(abc.ABC):
         """Republish ``envelope`` to ``jupiter.dead`` with ``reason`` in ``x-jupiter-error``.
 
         Used for messages a consumer cannot handle; for work-queue deliveries use
-        :meth:`Delivery.dead_letter`, which also acks.
+        :meth:`Delivery.dead_letter`, which also acks. Without ``body``, the copy is the
+        original body with any password removed (:func:`~jupiter_bus.messages.redact`).
         """
         headers: dict[str, HeaderValue] = {
             k: v for k, v in envelope.headers.items() if isinstance(v, str | int | float | bool)
@@ -456,7 +465,7 @@ class Transport(abc.ABC):
         await self.publish(
             DEAD_EXCHANGE,
             envelope.routing_key,
-            envelope.body if body is None else body,
+            redact(envelope.body) if body is None else body,
             headers=headers,
             persistent=True,
             correlation_id=envelope.correlation_id,
@@ -500,17 +509,21 @@ class Transport(abc.ABC):
         exchange: str = EVENTS_EXCHANGE,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
+        max_age: float | None = DEFAULT_MAX_EVENT_AGE,
     ) -> Subscription:
         """A subscription to ``exchange`` (default ``jupiter.events``) by topic patterns.
 
         ``*`` matches exactly one dot-separated word and ``#`` zero or more, as in
         RabbitMQ. Use it with ``async with``. A subscriber more than ``max_backlog``
         messages or ``max_backlog_bytes`` of bodies behind loses the oldest (RabbitMQ's
-        ``x-max-length`` and ``x-max-length-bytes``, drop-head).
+        ``x-max-length`` and ``x-max-length-bytes``, drop-head), and an event left unread
+        ``max_age`` seconds is dropped (``x-message-ttl``; ``None``: kept however old).
         """
         self._check_open()
+        if max_age is not None and not 0 < max_age < float("inf"):
+            raise TransportError(f"max_age must be a finite number of seconds > 0, got {max_age}")
         return self._subscription(
-            SubscriptionSpec(tuple(patterns), exchange, max_backlog, max_backlog_bytes)
+            SubscriptionSpec(tuple(patterns), exchange, max_backlog, max_backlog_bytes, max_age)
         )
 
     def consume(self, queue: str, *, prefetch: int = 16) -> Consumer:
@@ -604,6 +617,37 @@ def _check_expiration(seconds: float) -> float:
     if not 0 <= seconds < float("inf"):
         raise TransportError(f"expiration must be a finite number of seconds >= 0, got {seconds}")
     return float(seconds)
+
+
+_INT64 = range(-(2**63), 2**63)
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _check_headers(headers: Mapping[str, Any]) -> None:
+    """Refuse header values AMQP cannot carry before they reach the broker.
+
+    RabbitMQ answers a NaN or infinite float in a header table by closing the whole
+    connection (INTERNAL_ERROR), and a robust connection then retries the same publish:
+    every consumer of the process would go down with it, again and again.
+    """
+    for key, value in headers.items():
+        if not _carried(value):
+            raise TransportError(
+                f"header {key[:64]!r} holds a value AMQP cannot carry (a NaN, infinite or "
+                "beyond-32-bit float, or an integer beyond 64 bits): send it as a string"
+            )
+
+
+def _carried(value: object) -> bool:
+    if type(value) is float:  # aio-pika sends header floats as 32-bit ones
+        return math.isfinite(value) and abs(value) <= _FLOAT32_MAX
+    if type(value) is int:
+        return value in _INT64
+    if isinstance(value, list | tuple):
+        return all(_carried(v) for v in value)
+    if isinstance(value, dict):
+        return all(_carried(v) for v in value.values())
+    return True
 
 
 def check_prefetch(prefetch: int) -> int:

@@ -45,6 +45,7 @@ from .base import (
 )
 
 __all__ = [
+    "DEAD_LETTER_LIMIT",
     "MemoryConsumer",
     "MemoryDelivery",
     "MemorySubscription",
@@ -55,6 +56,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+DEAD_LETTER_LIMIT = 100_000
+"""Dead letters ``jupiter.dead`` holds on the in-memory bus before dropping its oldest
+(about 1 KB each: a process fed bad input forever must not grow forever)."""
 _REPLY_PREFIX = "memory.reply."
 _ROUTE_CACHE_SIZE = 100_000
 
@@ -108,7 +112,17 @@ def _expired(envelope: Envelope, now: float) -> bool:
 class _Queue:
     """Messages ready for delivery, and the consumers waiting for them."""
 
-    __slots__ = ("arguments", "max_bytes", "max_length", "name", "nbytes", "ready", "waiters")
+    __slots__ = (
+        "arguments",
+        "arrived",
+        "max_age",
+        "max_bytes",
+        "max_length",
+        "name",
+        "nbytes",
+        "ready",
+        "waiters",
+    )
 
     def __init__(
         self,
@@ -116,18 +130,23 @@ class _Queue:
         arguments: Mapping[str, HeaderValue],
         max_length: int | None = None,
         max_bytes: int | None = None,
+        max_age: float | None = None,
     ) -> None:
         self.name = name
         self.arguments = dict(arguments)
         self.max_length = max_length
         self.max_bytes = max_bytes
+        self.max_age = max_age  # RabbitMQ's x-message-ttl, in seconds (subscriptions)
         self.nbytes = 0  # bodies of the ready messages
         self.ready: deque[Envelope] = deque()
+        self.arrived: deque[float] = deque()  # time.monotonic() of each, with max_age only
         self.waiters: deque[asyncio.Future[None]] = deque()
 
     def put(self, envelope: Envelope) -> None:
         self.ready.append(envelope)
         self.nbytes += len(envelope.body)
+        if self.max_age is not None:
+            self.arrived.append(time.monotonic())
         # Drop-head, as RabbitMQ's x-max-length and x-max-length-bytes do.
         max_length, max_bytes = self.max_length, self.max_bytes
         while self.ready and (
@@ -140,16 +159,22 @@ class _Queue:
     def pop(self) -> Envelope:
         envelope = self.ready.popleft()
         self.nbytes -= len(envelope.body)
+        if self.arrived:
+            self.arrived.popleft()
         return envelope
 
     def clear(self) -> None:
         self.ready.clear()
+        self.arrived.clear()
         self.nbytes = 0
 
     def put_back(self, envelopes: Sequence[Envelope]) -> None:
+        now = time.monotonic()
         for envelope in reversed(envelopes):
             self.ready.appendleft(replace(envelope, redelivered=True))
             self.nbytes += len(envelope.body)
+            if self.max_age is not None:
+                self.arrived.appendleft(now)
         self.wake()
 
     def wake(self) -> None:
@@ -182,10 +207,11 @@ class _Broker:
         arguments: Mapping[str, HeaderValue],
         max_length: int | None = None,
         max_bytes: int | None = None,
+        max_age: float | None = None,
     ) -> _Queue:
         queue = self.queues.get(name)
         if queue is None:
-            queue = self.queues[name] = _Queue(name, arguments, max_length, max_bytes)
+            queue = self.queues[name] = _Queue(name, arguments, max_length, max_bytes, max_age)
         elif queue.arguments != dict(arguments):
             raise TransportError(
                 f"queue {name!r} exists with arguments {queue.arguments}, "
@@ -214,6 +240,10 @@ class _Broker:
     def expire_head(self, queue: _Queue) -> None:
         """Dead-letter expired messages at the head of ``queue``, as RabbitMQ does."""
         now = time.monotonic()
+        if queue.max_age is not None:  # dropped, as RabbitMQ drops events past their TTL
+            oldest = now - queue.max_age
+            while queue.arrived and queue.arrived[0] <= oldest:
+                queue.pop()
         while queue.ready and _expired(queue.ready[0], now):
             self._expire(queue, queue.pop())
 
@@ -376,7 +406,9 @@ class MemorySubscription(Subscription):
         if self._queue is not None:
             return
         broker, spec = self.transport.broker, self.spec
-        self._queue = broker.declare_queue(self.name, {}, spec.max_backlog, spec.max_backlog_bytes)
+        self._queue = broker.declare_queue(
+            self.name, {}, spec.max_backlog, spec.max_backlog_bytes, spec.max_age
+        )
         for pattern in spec.patterns:
             broker.bind(self.name, spec.exchange, pattern)
 
@@ -431,7 +463,7 @@ class MemoryTransport(Transport):
         broker.declare_exchange(EVENTS_EXCHANGE, "topic")
         broker.declare_exchange(TRANSFERS_EXCHANGE, "direct")
         broker.declare_exchange(DEAD_EXCHANGE, "fanout")
-        broker.declare_queue(DEAD_QUEUE, {})
+        broker.declare_queue(DEAD_QUEUE, {}, max_length=DEAD_LETTER_LIMIT)
         broker.bind(DEAD_QUEUE, DEAD_EXCHANGE, "")
 
     async def _send(self, message: Outgoing) -> None:

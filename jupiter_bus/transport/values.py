@@ -22,6 +22,7 @@ from ..topology import DEAD_EXCHANGE, EVENTS_EXCHANGE
 __all__ = [
     "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_BACKLOG_BYTES",
+    "DEFAULT_MAX_EVENT_AGE",
     "JSON_CONTENT_TYPE",
     "Envelope",
     "ExchangeType",
@@ -44,6 +45,9 @@ DEFAULT_MAX_BACKLOG = 100_000
 DEFAULT_MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 """Bodies a subscription's queue holds before dropping its oldest (a 1,000-node snapshot
 answer is about 64 MB)."""
+DEFAULT_MAX_EVENT_AGE = 600.0
+"""Seconds an event waits in a subscription's queue before it is dropped unread
+(RabbitMQ's ``x-message-ttl``): a stuck reader does not come back to stale state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,8 @@ class Outgoing(NamedTuple):
 class SubscriptionSpec:
     """What a subscription listens to: topic patterns on one exchange, and its bounds.
 
-    ``max_backlog`` and ``max_backlog_bytes`` bound its private queue (drop-head).
+    ``max_backlog`` and ``max_backlog_bytes`` bound its private queue (drop-head);
+    ``max_age`` (seconds, ``None``: no limit) drops events left unread that long.
 
     Example::
 
@@ -112,6 +117,17 @@ class SubscriptionSpec:
     exchange: str = EVENTS_EXCHANGE
     max_backlog: int = DEFAULT_MAX_BACKLOG
     max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES
+    max_age: float | None = DEFAULT_MAX_EVENT_AGE
+
+    def arguments(self) -> dict[str, HeaderValue]:
+        """The AMQP ``x-`` arguments of the subscription's private queue."""
+        args: dict[str, HeaderValue] = {
+            "x-max-length": self.max_backlog,
+            "x-max-length-bytes": self.max_backlog_bytes,
+        }
+        if self.max_age is not None:
+            args["x-message-ttl"] = round(self.max_age * 1000)
+        return args
 
 
 @dataclass(frozen=True, slots=True)
