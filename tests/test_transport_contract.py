@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -279,6 +280,26 @@ async def test_dead_letter_can_replace_the_body(transport: Transport, unique: st
     assert letter.body == b"{}"
     assert letter.headers[ERROR_HEADER] == "unknown type"
     assert letter.headers[ORIGINAL_EXCHANGE_HEADER] == EVENTS_EXCHANGE
+
+
+async def test_a_flood_of_dead_letters_is_logged_in_a_few_lines_and_all_kept(
+    transport: Transport, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    count = 200
+    async with transport.subscribe(["#"], exchange=DEAD_EXCHANGE) as dead:
+        event = Envelope(
+            body=b"not json", exchange=EVENTS_EXCHANGE, routing_key=f"resource.{unique}"
+        )
+        with caplog.at_level(logging.WARNING, logger="jupiter_bus.transport.base"):
+            for _ in range(count):
+                await transport.dead_letter(event, "body is not valid JSON")
+        mine = 0
+        while mine < count:
+            if (await next_within(dead)).routing_key == f"resource.{unique}":
+                mine += 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert 1 <= len(warnings) <= 10  # each of the 200 is still in jupiter.dead
+    assert "body is not valid JSON" in warnings[0].getMessage()
 
 
 async def serve_echo(transport: Transport, queue: str, replies: int) -> None:

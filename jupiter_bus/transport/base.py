@@ -35,6 +35,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -283,6 +285,7 @@ class Transport(abc.ABC):
         self.url = url
         self._closed = False
         self._owned: set[Feed[Any]] = set()  # started, not yet closed (tests read it)
+        self._dead_log = _LogThrottle()
 
     async def __aenter__(self) -> Self:
         return self
@@ -453,11 +456,14 @@ class Transport(abc.ABC):
         headers[ERROR_HEADER] = reason[:MAX_REASON_CHARS]
         headers[ORIGINAL_EXCHANGE_HEADER] = envelope.exchange
         headers[ORIGINAL_ROUTING_KEY_HEADER] = envelope.routing_key
-        log.warning(
-            "dead-lettering message from %s/%s: %s",
+        held_back = self._dead_log.take()
+        log.log(
+            logging.DEBUG if held_back is None else logging.WARNING,
+            "dead-lettering message from %s/%s: %s%s",
             envelope.exchange or "(default)",
             envelope.routing_key,
             headers[ERROR_HEADER],
+            f" ({held_back} more dead-lettered since, logged at DEBUG only)" if held_back else "",
         )
         await self.publish(
             DEAD_EXCHANGE,
@@ -565,6 +571,29 @@ class Transport(abc.ABC):
 
     async def _disconnect(self) -> None:  # noqa: B027 - nothing to release by default
         """Release connections and waiters once every feed is closed."""
+
+
+class _LogThrottle:
+    """At most ``burst`` WARNING lines per ``seconds``: a flood of bad messages must not
+    flood the log (100k dead letters were 100k lines). :meth:`take` answers how many
+    were held back since the last line allowed (0: none), or None when this one is."""
+
+    def __init__(self, burst: int = 10, seconds: float = 10.0) -> None:
+        self._burst, self._seconds = burst, seconds
+        self._window_start = -math.inf
+        self._used = 0
+        self._held = 0
+
+    def take(self) -> int | None:
+        now = time.monotonic()
+        if now - self._window_start >= self._seconds:
+            self._window_start, self._used = now, 0
+        if self._used >= self._burst:
+            self._held += 1
+            return None
+        self._used += 1
+        held, self._held = self._held, 0
+        return held
 
 
 async def await_reply(
