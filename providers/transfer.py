@@ -172,8 +172,6 @@ class TransferProvider(Provider):
         self.default_engine: str = o.engine
         self.allow_roots = [os.path.realpath(os.path.expanduser(r)) for r in o.allow_roots]
         self.max_attempts = o.max_attempts
-        self.retry_initial = o.retry_initial_seconds
-        self.retry_max = o.retry_max_seconds
         self.retry = Backoff(o.retry_initial_seconds, o.retry_max_seconds, jitter=0.5)
         self.redelivery_limit = o.redelivery_limit
         self.require_sealed = o.require_sealed
