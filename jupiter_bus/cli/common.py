@@ -1,0 +1,176 @@
+"""What every ``jupiter-bus`` command shares: exit statuses, where the broker URL comes
+from, logging, and one-line errors.
+
+A command module (``jupiter_bus.cli.<name>``) exposes ``add(commands)``, which adds its
+sub-parser and sets ``run`` as the parser's default, and ``run(args) -> int``. The
+package's ``main`` parses, sets up logging, calls ``args.run(args)`` and turns the
+library's errors into one line on stderr and the documented status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import sys
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+
+__all__ = [
+    "ENV_URL",
+    "EXIT_FAILED",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "add_broker_arguments",
+    "broker_source",
+    "configure_logging",
+    "resolve_broker",
+    "say",
+    "use_uvloop",
+    "warn_if_readable",
+    "warn_where_others_see",
+]
+
+log = logging.getLogger("jupiter_bus.cli")
+
+ENV_URL: Final = "JUPITER_BUS_URL"
+"""The environment variable commands read the broker URL from (no ``--broker``)."""
+EXIT_FAILED: Final = 1
+"""Any other jupiter-bus error (a failed transfer, a timeout, ...)."""
+EXIT_USAGE: Final = 2
+"""Bad command line or configuration: nothing was started."""
+EXIT_UNREACHABLE: Final = 69  # sysexits EX_UNAVAILABLE
+"""No broker reachable (DNS, refused, timed out)."""
+EXIT_REFUSED: Final = 77  # sysexits EX_NOPERM
+"""The broker refused the connection (credentials, virtual host, TLS)."""
+_THIRD_PARTY_LOGGERS: Final = ("asyncssh", "aiormq", "aio_pika")
+
+
+def say(message: str) -> None:
+    """One line on stderr, prefixed with the program's name (errors and notices)."""
+    print(f"jupiter-bus: {message}", file=sys.stderr)
+
+
+def use_uvloop() -> None:
+    """Run on uvloop when it is installed (the ``uvloop`` extra)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def warn_if_readable(path: str, what: str) -> None:
+    """Warn when a file holding a broker password may be read by other users."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "%s %s holds the broker password and other users may read it (mode %03o); chmod 600 %s",
+            what,
+            path,
+            stat.S_IMODE(mode),
+            path,
+        )
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """``--broker URL`` and ``--broker-file FILE`` (``JUPITER_BUS_URL`` when neither)."""
+    fallback = f" (default: {default})" if default else ""
+    parser.add_argument(
+        "--broker",
+        default=None,
+        help=f"bus URL, e.g. amqp://host/ (a password here shows in ps: prefer {ENV_URL} "
+        f"or --broker-file){fallback}",
+    )
+    parser.add_argument(
+        "--broker-file", metavar="FILE", help="a file holding the bus URL (chmod 600 it)"
+    )
+    parser.set_defaults(broker_default=default)
+
+
+def _read_broker_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            url = file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--broker-file: cannot read {path}: {exc}") from None
+    if not url or len(url.splitlines()) != 1:
+        raise ConfigError(f"--broker-file: {path} must hold one line, the bus URL")
+    return url
+
+
+def broker_source(
+    args: argparse.Namespace, config: Mapping[str, Any] | None = None
+) -> tuple[str, str] | None:
+    """The broker URL and where it came from: --broker, --broker-file, the environment,
+    the config file, then the command's default; ``None`` when there is none."""
+    if args.broker and args.broker_file:
+        raise ConfigError("give --broker or --broker-file, not both")
+    if args.broker:
+        return args.broker, "--broker"
+    if args.broker_file:
+        return _read_broker_file(args.broker_file), f"--broker-file {args.broker_file}"
+    if os.environ.get(ENV_URL, "").strip():
+        return os.environ[ENV_URL].strip(), ENV_URL
+    broker = (config or {}).get("broker")
+    if isinstance(broker, str) and broker:
+        return broker, f"--config {getattr(args, 'config', '')}"
+    default = getattr(args, "broker_default", None)
+    if default:
+        return default, "default"
+    return None
+
+
+def warn_where_others_see(args: argparse.Namespace, url: str, source: str) -> None:
+    """Say how the broker password could be seen by others."""
+    if not urlsplit(url).password:
+        return
+    if source == "--broker":
+        log.warning(
+            "the broker password on the command line is visible to every user of this "
+            "host (ps, /proc/*/cmdline); give the URL in %s, a --broker-file or the "
+            "--config file instead",
+            ENV_URL,
+        )
+    elif getattr(args, "broker_file", None):
+        warn_if_readable(args.broker_file, "--broker-file")
+    elif source.startswith("--config"):
+        warn_if_readable(args.config, "--config")
+
+
+def resolve_broker(args: argparse.Namespace) -> str:
+    """The broker URL of a client command (not the agent), or :class:`ConfigError`."""
+    found = broker_source(args)
+    if found is None:
+        raise ConfigError(f"no broker: give --broker URL, --broker-file FILE or set {ENV_URL}")
+    warn_where_others_see(args, *found)
+    return found[0]
+
+
+class _DropAiormqConnectError(logging.Filter):
+    """aiormq logs each failed connection attempt itself, naming only the exception
+    class; the commands say the same in words, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+def configure_logging(verbose: bool, level: int = logging.WARNING) -> None:
+    """``level`` for jupiter-bus (DEBUG with -v); third-party libraries at WARNING
+    (INFO with -v, never DEBUG: aiormq logs whole frames there, passwords included)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for name in _THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("aiormq.connection").addFilter(_DropAiormqConnectError())
