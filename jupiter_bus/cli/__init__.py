@@ -22,7 +22,7 @@ from ..errors import BrokerRefused, BrokerUnreachable, ConfigError, JupiterBusEr
 from ..interrupt import EXIT_INTERRUPTED
 from . import agent, demo
 from .agent import run_agent
-from .common import (
+from .console import (
     EXIT_FAILED,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,

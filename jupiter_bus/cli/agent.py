@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..interrupt import EXIT_INTERRUPTED
 from ..options import convert
 from ..transport.base import safe_url
-from .common import ENV_URL, add_broker_arguments, broker_source, warn_where_others_see
+from .broker_url import ENV_URL, add_broker_arguments, broker_source, warn_where_others_see
 
 __all__ = [
     "add",

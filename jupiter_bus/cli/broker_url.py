@@ -1,21 +1,15 @@
-"""What every ``jupiter-bus`` command shares: exit statuses, where the broker URL comes
-from, logging, and one-line errors.
-
-A command module (``jupiter_bus.cli.<name>``) exposes ``add(commands)``, which adds its
-sub-parser and sets ``run`` as the parser's default, and ``run(args) -> int``. The
-package's ``main`` parses, sets up logging, calls ``args.run(args)`` and turns the
-library's errors into one line on stderr and the documented status.
+"""Where a command's broker URL comes from, first found: ``--broker URL`` (warns when
+the URL holds a password: every user of the host sees it in ``ps``), ``--broker-file
+FILE`` (warns when others may read the file), the ``JUPITER_BUS_URL`` environment
+variable, the agent's ``--config`` file, then the command's default.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
 import stat
-import sys
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -24,16 +18,9 @@ from ..errors import ConfigError
 
 __all__ = [
     "ENV_URL",
-    "EXIT_FAILED",
-    "EXIT_REFUSED",
-    "EXIT_UNREACHABLE",
-    "EXIT_USAGE",
     "add_broker_arguments",
     "broker_source",
-    "configure_logging",
     "resolve_broker",
-    "say",
-    "use_uvloop",
     "warn_if_readable",
     "warn_where_others_see",
 ]
@@ -42,28 +29,6 @@ log = logging.getLogger("jupiter_bus.cli")
 
 ENV_URL: Final = "JUPITER_BUS_URL"
 """The environment variable commands read the broker URL from (no ``--broker``)."""
-EXIT_FAILED: Final = 1
-"""Any other jupiter-bus error (a failed transfer, a timeout, ...)."""
-EXIT_USAGE: Final = 2
-"""Bad command line or configuration: nothing was started."""
-EXIT_UNREACHABLE: Final = 69  # sysexits EX_UNAVAILABLE
-"""No broker reachable (DNS, refused, timed out)."""
-EXIT_REFUSED: Final = 77  # sysexits EX_NOPERM
-"""The broker refused the connection (credentials, virtual host, TLS)."""
-_THIRD_PARTY_LOGGERS: Final = ("asyncssh", "aiormq", "aio_pika")
-
-
-def say(message: str) -> None:
-    """One line on stderr, prefixed with the program's name (errors and notices)."""
-    print(f"jupiter-bus: {message}", file=sys.stderr)
-
-
-def use_uvloop() -> None:
-    """Run on uvloop when it is installed (the ``uvloop`` extra)."""
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def warn_if_readable(path: str, what: str) -> None:
@@ -154,23 +119,3 @@ def resolve_broker(args: argparse.Namespace) -> str:
         raise ConfigError(f"no broker: give --broker URL, --broker-file FILE or set {ENV_URL}")
     warn_where_others_see(args, *found)
     return found[0]
-
-
-class _DropAiormqConnectError(logging.Filter):
-    """aiormq logs each failed connection attempt itself, naming only the exception
-    class; the commands say the same in words, once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("error when creating transport")
-
-
-def configure_logging(verbose: bool, level: int = logging.WARNING) -> None:
-    """``level`` for jupiter-bus (DEBUG with -v); third-party libraries at WARNING
-    (INFO with -v, never DEBUG: aiormq logs whole frames there, passwords included)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for name in _THIRD_PARTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("aiormq.connection").addFilter(_DropAiormqConnectError())
