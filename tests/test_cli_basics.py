@@ -5,13 +5,16 @@ documented exit statuses (each run as a subprocess)."""
 from __future__ import annotations
 
 import argparse
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from jupiter_bus.cli import _parser, package_version
 from jupiter_bus.cli.console import EXIT_UNREACHABLE, EXIT_USAGE
+from jupiter_bus.sealing import load_key, seal, unseal
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -77,3 +80,27 @@ def test_no_broker_is_status_69_in_one_line() -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("jupiter-bus:")]
     assert len(errors) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_seal_key_writes_a_private_key_the_workers_can_load(tmp_path: Path) -> None:
+    key_file = tmp_path / "seal.key"
+    result = run("seal-key", str(key_file))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = load_key(key_file)
+    assert unseal(seal("s3cret", key), key) == "s3cret"
+
+
+def test_seal_key_never_overwrites_without_force(tmp_path: Path) -> None:
+    key_file = tmp_path / "seal.key"
+    key_file.write_bytes(b"old")
+    key_file.chmod(0o644)
+    refused = run("seal-key", str(key_file))
+    assert refused.returncode == EXIT_USAGE
+    assert "--force" in refused.stderr
+    assert key_file.read_bytes() == b"old"
+    replaced = run("seal-key", "--force", str(key_file))
+    assert replaced.returncode == 0, replaced.stderr
+    assert key_file.read_bytes() != b"old"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    load_key(key_file)

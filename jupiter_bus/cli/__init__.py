@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from ..errors import BrokerRefused, BrokerUnreachable, ConfigError, JupiterBusError
 from ..interrupt import EXIT_INTERRUPTED
-from . import agent, demo
+from . import agent, demo, seal_key
 from .agent import run_agent
 from .console import (
     EXIT_FAILED,
@@ -42,6 +42,7 @@ __all__ = [
 COMMANDS: Final[tuple[Callable[[Any], None], ...]] = (
     demo.add,
     agent.add,
+    seal_key.add,
 )
 """Each command module's ``add``, in the order ``--help`` lists them."""
 
