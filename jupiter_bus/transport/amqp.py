@@ -56,6 +56,7 @@ from .base import (
     Transport,
     safe_url,
 )
+from .broker_list import RotatingConnection, split_brokers
 from .connect_errors import connect_error
 
 __all__ = [
@@ -317,19 +318,28 @@ class AmqpTransport(Transport):
             return
         # connect_robust() itself, cancelled mid-attempt (Ctrl-C), leaves a connection
         # behind that reconnects forever: build it here, so that it can be closed.
-        connection = aio_pika.RobustConnection(
-            make_url(self.url, reconnect_interval=self.reconnect_interval),
-            client_properties={"connection_name": self.connection_name},
-            reconnect_interval=self.reconnect_interval,
-        )
-        try:
-            await connection.connect(timeout=self.connect_timeout)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await connection.close()
-            if isinstance(exc, OSError | TimeoutError | aiormq.exceptions.AMQPError):
-                raise connect_error(exc, self.url) from None
-            raise
+        # aio-pika fails fast on the first attempt: try each address in turn here,
+        # the connection then rotates through all of them on every reconnect.
+        urls = split_brokers(self.url)
+        for start, url in enumerate(urls):
+            connection = RotatingConnection(
+                [
+                    make_url(u, reconnect_interval=self.reconnect_interval)
+                    for u in urls[start:] + urls[:start]
+                ],
+                client_properties={"connection_name": self.connection_name},
+                reconnect_interval=self.reconnect_interval,
+            )
+            try:
+                await connection.connect(timeout=self.connect_timeout)
+                break
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                if not isinstance(exc, OSError | TimeoutError | aiormq.exceptions.AMQPError):
+                    raise
+                if start == len(urls) - 1:
+                    raise connect_error(exc, url) from None
         try:
             self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._admin = await connection.channel(publisher_confirms=False)

@@ -61,9 +61,8 @@ def safe_url(url: str) -> str:
         'amqp://10.0.0.1:5672/prod'
     """
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    hosts = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{hosts}{parts.path}"
 
 
 def _check_expiration(seconds: float) -> float:
