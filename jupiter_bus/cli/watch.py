@@ -1,0 +1,123 @@
+"""``jupiter-bus watch network|resources|transfers``: print live updates from the bus,
+one line each (``--json``: one JSON object per line), until ``--count`` updates,
+``--duration`` seconds, or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..facade import JupiterInterface
+from ..messages import LinkCost, ResourceSample, TransferResult, encode
+from .broker_url import add_broker_arguments, resolve_broker
+
+__all__ = [
+    "add",
+    "describe",
+    "run",
+]
+
+EXAMPLES = """\
+examples:
+  jupiter-bus watch network --src node1
+  jupiter-bus watch resources --node node2 --json --count 10
+  jupiter-bus watch transfers --duration 60
+"""
+
+
+def add(commands: Any) -> None:
+    """Add the ``watch`` sub-command."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "watch",
+        help="print live link costs, resources or transfer results",
+        description=textwrap.dedent(__doc__ or "").strip(),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("what", choices=("network", "resources", "transfers"))
+    add_broker_arguments(parser)
+    parser.add_argument("--src", help="network: only links from this node")
+    parser.add_argument("--dst", help="network: only links to this node")
+    parser.add_argument("--node", help="resources/transfers: only this node")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--count", type=int, metavar="N", help="stop after N updates")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.set_defaults(run=run, log_level=logging.WARNING)
+
+
+def describe(update: object) -> str:
+    """One readable line for a live update (what ``watch`` prints without ``--json``).
+
+    Example::
+
+        describe(cost)   # 'node1->node2 cost_ms = 1.2e-09 x^2 + 0.00125 x + 42 r2 0.997 ...'
+    """
+    match update:
+        case LinkCost():
+            return (
+                f"{update.src}->{update.dst} cost_ms = {update.a:.3g} x^2 + {update.b:.3g} x + "
+                f"{update.c:.3g} (x in Kbit) r2 {update.r2:.3f} samples {update.samples}"
+            )
+        case ResourceSample():
+            return (
+                f"{update.node} cpu {update.cpu_percent:.1f}% of {update.cpu_count} "
+                f"memory {update.memory_percent:.1f}% of {update.memory_total_bytes >> 20} MiB"
+            )
+        case TransferResult():
+            outcome = "ok" if update.ok or update.error is None else f"failed: {update.error.kind}"
+            return (
+                f"{update.request_id} {outcome} {update.bytes} bytes "
+                f"in {update.seconds * 1000:.1f} ms"
+            )
+    return repr(update)
+
+
+def _feed(jupiter: JupiterInterface, args: argparse.Namespace) -> Any:
+    if args.what == "network":
+        return jupiter.watch_network(src=args.src, dst=args.dst)
+    if args.what == "resources":
+        return jupiter.watch_resources(node=args.node)
+    return jupiter.watch_transfers(node=args.node)
+
+
+async def _updates(feed: AsyncIterator[Any], deadline: float | None) -> AsyncIterator[Any]:
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        try:
+            yield await asyncio.wait_for(anext(feed), left)
+        except (TimeoutError, StopAsyncIteration):
+            return
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    seen = 0
+    async with JupiterInterface(resolve_broker(args)) as jupiter, _feed(jupiter, args) as feed:
+        async for update in _updates(feed, deadline):
+            if args.json:
+                print(encode(update).decode(), flush=True)
+            else:
+                print(describe(update), flush=True)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``jupiter-bus watch``."""
+    try:
+        return asyncio.run(_watch(args))
+    except BrokenPipeError:  # `watch ... | head`: the reader went away, a normal end
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,94 @@
+"""``jupiter-bus watch`` as a script drives it: a subprocess against RabbitMQ, fed by
+link-cost events published here, its ``--json`` lines parsed and its plain lines read."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+
+import orjson
+import pytest
+
+from jupiter_bus.cli.console import EXIT_UNREACHABLE
+from jupiter_bus.messages import LinkCost, encode
+from jupiter_bus.topology import EVENTS_EXCHANGE, network_key
+from jupiter_bus.transport import connect
+
+from .conftest import AMQP_URL
+
+pytestmark = pytest.mark.amqp
+
+
+def cost(src: str, dst: str, c: float) -> LinkCost:
+    return LinkCost(
+        src=src, dst=dst, a=1e-9, b=1e-3, c=c, samples=12, r2=0.99, min_kbit=8, max_kbit=8e4
+    )
+
+
+async def watch(*args: str, feed: list[LinkCost]) -> tuple[int, str, str]:
+    """Run ``watch`` and publish ``feed`` (again and again) until it ends."""
+    env = {**os.environ, "JUPITER_BUS_URL": AMQP_URL}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jupiter_bus", "watch", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    bus = await connect(AMQP_URL)
+    try:
+        done = asyncio.create_task(child.communicate())
+        while not done.done():
+            for update in feed:
+                await bus.publish(
+                    EVENTS_EXCHANGE, network_key(update.src, update.dst), encode(update)
+                )
+            await asyncio.wait([done], timeout=0.2)
+        out, err = await asyncio.wait_for(done, 30)
+    finally:
+        await bus.close()
+    assert child.returncode is not None
+    return child.returncode, out.decode(), err.decode()
+
+
+async def test_watch_network_json_lines_follow_the_filter() -> None:
+    a, b, c = (f"w{uuid.uuid4().hex[:6]}{i}" for i in range(3))
+    status, out, err = await watch(
+        "network", "--src", a, "--json", "--count", "3", "--duration", "30",
+        feed=[cost(b, c, 7.0), cost(a, b, 40.0), cost(a, c, 55.0)],
+    )  # fmt: skip
+    assert status == 0, err
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert len(lines) == 3
+    assert {line["src"] for line in lines} == {a}
+    assert {line["dst"] for line in lines} <= {b, c}
+    assert all(line["type"] == "network.cost" for line in lines)
+
+
+async def test_watch_network_plain_lines_name_the_link_and_fit() -> None:
+    a, b = (f"w{uuid.uuid4().hex[:6]}{i}" for i in range(2))
+    status, out, err = await watch(
+        "network", "--src", a, "--dst", b, "--count", "1", "--duration", "30",
+        feed=[cost(a, b, 42.0)],
+    )  # fmt: skip
+    assert status == 0, err
+    assert out.splitlines()[0].startswith(f"{a}->{b} cost_ms = 1e-09 x^2 + 0.001 x + 42")
+    assert "r2 0.990" in out
+
+
+async def test_watch_ends_after_its_duration_with_nothing_to_show() -> None:
+    status, out, err = await watch(
+        "network", "--src", f"nobody{uuid.uuid4().hex[:6]}", "--duration", "1.5", feed=[]
+    )
+    assert status == 0, err
+    assert out == ""
+
+
+async def test_watch_without_a_broker_is_status_69() -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jupiter_bus", "watch", "resources",
+        "--broker", "amqp://127.0.0.1:1/",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == EXIT_UNREACHABLE
+    assert err.decode().strip().startswith("jupiter-bus: ")
