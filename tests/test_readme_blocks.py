@@ -68,10 +68,18 @@ def test_the_sh_blocks_name_commands_and_flags_that_exist() -> None:
     text = "\n".join(blocks("sh"))
     for script in re.findall(r"scripts/[\w.-]+", text):
         assert (ROOT / script).is_file(), script
-    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
-    agent = commands.choices["agent"]
-    known = {flag for action in agent._actions for flag in action.option_strings}
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    top = {flag for action in parser._actions for flag in action.option_strings}
     for line in text.splitlines():
-        if "jupiter-bus agent" in line:
-            flags = set(re.findall(r"(--[\w-]+)", line))
-            assert flags <= known, flags - known
+        if (found := re.search(r"jupiter-bus (--?[\w-]+|\w[\w-]*)", line)) is None:
+            continue
+        name = found.group(1)
+        code = line.split("#", 1)[0]
+        if name.startswith("-"):
+            assert name in top, line
+            continue
+        assert name in commands.choices, f"no command {name!r}: {line}"
+        known = {f for action in commands.choices[name]._actions for f in action.option_strings}
+        flags = set(re.findall(r"\s(--[\w-]+)", code))
+        assert flags <= known, flags - known
