@@ -12,7 +12,7 @@
 # by the agent itself), and for tests the folders STATE_DIR, TRUST_DIR, AGENT_HOME.
 set -euo pipefail
 
-node=${JUPITER_NODE:?set JUPITER_NODE to this node's name}
+node=${JUPITER_NODE:?set JUPITER_NODE to the node name}
 peers=${JUPITER_PEERS:-}
 state_dir=${STATE_DIR:-/var/lib/jupiter}  # per-node volume: keys survive restarts
 trust_dir=${TRUST_DIR:-/trust}            # shared by every node: public keys only
