@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import textwrap
 import tomllib
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from ..interrupt import EXIT_INTERRUPTED
 from ..options import convert
 from ..transport.base import safe_url
 from .broker_url import ENV_URL, add_broker_arguments, broker_source, warn_where_others_see
+from .console import command_parser
 
 __all__ = [
     "add",
@@ -44,12 +44,12 @@ examples:
 
 def add(commands: Any) -> None:
     """Add the ``agent`` sub-command."""
-    parser: argparse.ArgumentParser = commands.add_parser(
+    parser = command_parser(
+        commands,
         "agent",
-        help="run a node agent and its providers",
-        description=textwrap.dedent(__doc__ or "").strip(),
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="run a node agent and its providers",
+        doc=__doc__,
+        examples=EXAMPLES,
     )
     parser.add_argument("--node", help="this node's name ([A-Za-z0-9_-]+)")
     add_broker_arguments(parser)

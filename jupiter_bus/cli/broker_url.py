@@ -1,7 +1,7 @@
 """Where a command's broker URL comes from, first found: ``--broker URL`` (warns when
 the URL holds a password: every user of the host sees it in ``ps``), ``--broker-file
 FILE`` (warns when others may read the file), the ``JUPITER_BUS_URL`` environment
-variable, the agent's ``--config`` file, then the command's default.
+variable, then the agent's ``--config`` file.
 """
 
 from __future__ import annotations
@@ -47,19 +47,17 @@ def warn_if_readable(path: str, what: str) -> None:
         )
 
 
-def add_broker_arguments(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     """``--broker URL`` and ``--broker-file FILE`` (``JUPITER_BUS_URL`` when neither)."""
-    fallback = f" (default: {default})" if default else ""
     parser.add_argument(
         "--broker",
         default=None,
         help=f"bus URL, e.g. amqp://host/ (a password here shows in ps: prefer {ENV_URL} "
-        f"or --broker-file){fallback}",
+        "or --broker-file)",
     )
     parser.add_argument(
         "--broker-file", metavar="FILE", help="a file holding the bus URL (chmod 600 it)"
     )
-    parser.set_defaults(broker_default=default)
 
 
 def _read_broker_file(path: str) -> str:
@@ -77,7 +75,7 @@ def broker_source(
     args: argparse.Namespace, config: Mapping[str, Any] | None = None
 ) -> tuple[str, str] | None:
     """The broker URL and where it came from: --broker, --broker-file, the environment,
-    the config file, then the command's default; ``None`` when there is none."""
+    then the config file; ``None`` when there is none."""
     if args.broker and args.broker_file:
         raise ConfigError("give --broker or --broker-file, not both")
     if args.broker:
@@ -89,9 +87,6 @@ def broker_source(
     broker = (config or {}).get("broker")
     if isinstance(broker, str) and broker:
         return broker, f"--config {getattr(args, 'config', '')}"
-    default = getattr(args, "broker_default", None)
-    if default:
-        return default, "default"
     return None
 
 

@@ -9,17 +9,20 @@ sub-parser and sets ``run`` (and ``log_level``) as the parser's defaults, and
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import sys
-from typing import Final
+import textwrap
+from typing import Any, Final
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_REFUSED",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "command_parser",
     "configure_logging",
     "say",
     "use_uvloop",
@@ -34,6 +37,26 @@ EXIT_UNREACHABLE: Final = 69  # sysexits EX_UNAVAILABLE
 EXIT_REFUSED: Final = 77  # sysexits EX_NOPERM
 """The broker refused the connection (credentials, virtual host, TLS)."""
 _THIRD_PARTY_LOGGERS: Final = ("asyncssh", "aiormq", "aio_pika")
+
+
+def command_parser(
+    commands: Any, name: str, *, summary: str, doc: str | None, examples: str
+) -> argparse.ArgumentParser:
+    """A sub-command's parser: ``summary`` in the command list, the module's ``doc`` as
+    its description and ``examples`` after its options.
+
+    Example::
+
+        parser = command_parser(commands, "watch", summary="...", doc=__doc__, examples=EXAMPLES)
+    """
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=textwrap.dedent(doc or "").strip(),
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
 
 def say(message: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..demo import demo
 from ..interrupt import run_interruptible
+from .console import command_parser
 
 __all__ = [
     "add",
@@ -23,12 +24,8 @@ examples:
 
 def add(commands: Any) -> None:
     """Add the ``demo`` sub-command."""
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "demo",
-        help="show the bus at work",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        commands, "demo", summary="show the bus at work", doc=__doc__, examples=EXAMPLES
     )
     parser.add_argument(
         "--broker", default="memory://demo", help="bus URL (default: memory://demo, no broker)"

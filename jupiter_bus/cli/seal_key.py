@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..sealing import new_key
-from .console import say
+from .console import command_parser, say
 
 __all__ = [
     "add",
@@ -33,12 +33,12 @@ examples:
 
 def add(commands: Any) -> None:
     """Add the ``seal-key`` sub-command."""
-    parser: argparse.ArgumentParser = commands.add_parser(
+    parser = command_parser(
+        commands,
         "seal-key",
-        help="generate a key file that seals transfer passwords",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="generate a key file that seals transfer passwords",
+        doc=__doc__,
+        examples=EXAMPLES,
     )
     parser.add_argument("file", metavar="FILE", help="where to write the key (mode 0600)")
     parser.add_argument("--force", action="store_true", help="replace an existing file")

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from ..facade import JupiterInterface
 from ..messages import LinkCost, ResourceSample, TransferResult, encode
 from .broker_url import add_broker_arguments, resolve_broker
+from .console import command_parser
 
 __all__ = [
     "add",
@@ -35,12 +35,12 @@ examples:
 
 def add(commands: Any) -> None:
     """Add the ``watch`` sub-command."""
-    parser: argparse.ArgumentParser = commands.add_parser(
+    parser = command_parser(
+        commands,
         "watch",
-        help="print live link costs, resources or transfer results",
-        description=textwrap.dedent(__doc__ or "").strip(),
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="print live link costs, resources or transfer results",
+        doc=__doc__,
+        examples=EXAMPLES,
     )
     parser.add_argument("what", choices=("network", "resources", "transfers"))
     add_broker_arguments(parser)
