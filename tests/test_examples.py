@@ -7,16 +7,15 @@ ranks and schedule were computed by hand.
 
 from __future__ import annotations
 
-import importlib
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
+from jupiter_bus import heft
 from jupiter_bus.messages import LinkCost
 from jupiter_bus.state import NetworkState
 
@@ -27,18 +26,6 @@ BROKERS = [
     pytest.param("memory", id="memory"),
     pytest.param("amqp", id="amqp", marks=pytest.mark.amqp),
 ]
-
-
-def load_example(name: str) -> ModuleType:
-    """Import an example as a module (its helpers import ``_cluster`` from its folder)."""
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(EXAMPLES))
-
-
-heft = load_example("heft_scheduler")
 
 
 def run_example(name: str, broker: str, *args: str) -> subprocess.CompletedProcess[str]:

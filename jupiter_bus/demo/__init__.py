@@ -14,18 +14,18 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import messages
-from .agent import Agent
-from .errors import MessageError, Unroutable
-from .topology import (
+from .. import messages
+from ..agent import Agent
+from ..errors import MessageError, Unroutable
+from ..topology import (
     DEAD_EXCHANGE,
     ERROR_HEADER,
     EVENTS_EXCHANGE,
     TRANSFERS_EXCHANGE,
     network_key,
 )
-from .transport import Envelope, Subscription, Transport, connect
-from .transport.base import safe_url
+from ..transport import Envelope, Subscription, Transport, connect
+from ..transport.base import safe_url
 
 __all__ = [
     "NODE",
