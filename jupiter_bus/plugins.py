@@ -32,7 +32,7 @@ import importlib.metadata
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -84,11 +84,37 @@ class TransferSample:
 class SampleFeed:
     """In-process fan-out of :class:`TransferSample` from transfer workers to profilers.
 
-    Listeners are plain callables; a listener that raises is logged and kept.
+    Listeners are plain callables; a listener that raises is logged and kept. The feed
+    also knows which copies are on their way (:meth:`sending`), so that a profiler
+    does not probe a link that real traffic is using (:meth:`busy`): such a probe
+    would measure the contention, not the link.
+
+    Example::
+
+        with feed.sending("10.0.0.12", 22, job_id):
+            await engine.copy(job)
+        feed.busy("10.0.0.12", 22)   # False again
     """
 
     def __init__(self) -> None:
         self._listeners: list[Callable[[TransferSample], None]] = []
+        self._sending: dict[str, tuple[str, int]] = {}
+
+    @contextlib.contextmanager
+    def sending(self, dst_host: str, dst_port: int, job_id: str) -> Iterator[None]:
+        """Mark job ``job_id`` as copying to ``dst_host:dst_port`` while the block runs."""
+        self._sending[job_id] = (dst_host, dst_port)
+        try:
+            yield
+        finally:
+            self._sending.pop(job_id, None)
+
+    def busy(self, dst_host: str, dst_port: int, *, ignore: Container[str] = ()) -> bool:
+        """Whether a copy to ``dst_host:dst_port`` is on its way, other than jobs in ``ignore``."""
+        return any(
+            where == (dst_host, dst_port) and job not in ignore
+            for job, where in self._sending.items()
+        )
 
     def listen(self, listener: Callable[[TransferSample], None]) -> Callable[[], None]:
         """Add ``listener``; return a function that removes it."""

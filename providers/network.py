@@ -251,6 +251,7 @@ class NetworkProvider(Provider):
         self._probe_ids: set[str] = set()
         self.probes_sent = 0
         self.probe_failures = 0
+        self.probes_deferred = 0
 
     def _peer(self, entry: PeerOptions) -> Peer:
         return Peer(
@@ -400,6 +401,18 @@ class NetworkProvider(Provider):
         peer.last_error = None
         return True
 
+    def _link_busy(self, peer: Peer) -> bool:
+        """Whether this node's worker is sending real traffic to ``peer`` right now.
+
+        A probe then would share the link with it and measure the contention; the
+        real transfer gives a passive sample instead, and the probe waits a round.
+        """
+        if self.context.samples.busy(peer.host, peer.port, ignore=self._probe_ids):
+            self.probes_deferred += 1
+            log.debug("node %s: link to %s busy; probe deferred", self.context.node, peer.node)
+            return True
+        return False
+
     def _failed(self, peer: Peer, reason: str) -> bool:
         peer.failures += 1
         peer.last_error = reason
@@ -496,9 +509,13 @@ class NetworkProvider(Provider):
             wait = random.uniform(0, self.jitter * self.interval)  # spread the first round
             while not await wait_or_stop(stopping, wait):
                 sent: dict[str, int] = {}
+                busy: set[str] = set()
                 for peer, size in self.plan_round():
                     if stopping.is_set():
                         break
+                    if peer.node in busy or self._link_busy(peer):
+                        busy.add(peer.node)  # real traffic on it: measured passively
+                        continue
                     if peer.node not in sent:
                         sent[peer.node] = WARM_UP_BYTES
                         await self.probe(peer, WARM_UP_BYTES, record=False)

@@ -386,7 +386,8 @@ class TransferProvider(Provider):
                 attempts += 1
                 attempt_started = time.monotonic()
                 try:
-                    await self._attempt(engine, job, request.deadline)
+                    with self.context.samples.sending(request.host, request.port, job_id):
+                        await self._attempt(engine, job, request.deadline)
                     attempt_seconds = time.monotonic() - attempt_started
                     break
                 except CopyFailure as failure:

@@ -15,7 +15,6 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-APT_PACKAGES_FOR_SSH = ["openssh-server", "openssh-client", "sshpass", "iproute2"]
 _apt_updated = False
 
 
@@ -95,22 +94,32 @@ def ensure_rabbitmq() -> None:
     say("RabbitMQ answers on 127.0.0.1:5672")
 
 
-def ensure_openssh() -> None:
-    missing = [
-        tool for tool in ("/usr/sbin/sshd", "scp", "sshpass", "ip") if shutil.which(tool) is None
-    ]
+TOOLS_FROM_APT = {
+    "/usr/sbin/sshd": "openssh-server",
+    "scp": "openssh-client",
+    "sshpass": "sshpass",
+    "ip": "iproute2",
+    "tmux": "tmux",  # the demo's live view is checked in a real pseudo-terminal
+    "docker-compose": "docker-compose",  # docker-compose.yml is validated, not run
+}
+
+
+def ensure_tools() -> None:
+    """Install the Debian packages of the tools the tests drive, when missing."""
+    missing = [tool for tool in TOOLS_FROM_APT if shutil.which(tool) is None]
     if not missing:
         return
+    packages = sorted({TOOLS_FROM_APT[tool] for tool in missing})
     if is_root() and shutil.which("apt-get"):
-        say(f"installing {', '.join(APT_PACKAGES_FOR_SSH)} (missing: {', '.join(missing)})")
-        apt_install(APT_PACKAGES_FOR_SSH)
+        say(f"installing {', '.join(packages)} (missing: {', '.join(missing)})")
+        apt_install(packages)
     else:
         say(
             f"missing {', '.join(missing)}: tests that need them are skipped. Install "
-            f"`{' '.join(APT_PACKAGES_FOR_SSH)}` to run them."
+            f"`{' '.join(packages)}` to run them."
         )
 
 
 if __name__ == "__main__":
     ensure_rabbitmq()
-    ensure_openssh()
+    ensure_tools()

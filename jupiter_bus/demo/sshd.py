@@ -34,7 +34,7 @@ __all__ = [
     "serve_nodes",
 ]
 
-BURST_BYTES: Final = 64 * 1024
+BURST_BYTES: Final = 8 * 1024
 """Bytes a shaped link may send at once before its rate applies (the bucket's depth)."""
 
 LOCAL_HOST: Final = "127.0.0.1"

@@ -1,0 +1,281 @@
+"""What the demo shows: a board of live state, drawn with rich or written as plain lines.
+
+:class:`Board` holds what the demo has seen (each node's latest resources, each link's
+latest fit with its r2 and age, the transfers of the current and previous rounds, the
+latest schedule) and renders it as rich tables (:meth:`Board.render`) for a terminal.
+When stdout is not a terminal the same events become plain lines through ``say``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..heft import Slot, makespan
+from ..messages import LinkCost, ResourceSample
+from .sshd import LinkShape
+
+__all__ = [
+    "Board",
+    "LinkSeen",
+    "TransferRow",
+    "fitted_rate",
+]
+
+_SHOWN_TRANSFERS: Final = 10
+
+
+def fitted_rate(cost: LinkCost) -> float | None:
+    """The link rate in Mbit/s a fit implies over its measured range, None if it has none.
+
+    The slope of the fitted curve between ``min_kbit`` and ``max_kbit`` (ms per Kbit,
+    whose inverse is Mbit/s): ``1 / b`` alone would ignore the ``a`` term, which a fit
+    over sizes 100 times apart trades against ``b``.
+
+    Example::
+
+        >>> fitted_rate(LinkCost(src="n1", dst="n2", a=0.0, b=0.05, c=3.0, samples=3,
+        ...                      r2=1.0, min_kbit=100.0, max_kbit=4000.0))
+        20.0
+    """
+    span = cost.max_kbit - cost.min_kbit
+    if span > 0:
+        rise = cost.cost_ms(cost.max_kbit) - cost.cost_ms(cost.min_kbit)
+        return span / rise if rise > 0 else None
+    return 1.0 / cost.b if cost.b > 0 else None
+
+
+@dataclass(slots=True)
+class LinkSeen:
+    """A link's latest cost and when it arrived (``time.monotonic()``)."""
+
+    cost: LinkCost
+    received_at: float
+    updates: int = 1
+
+
+@dataclass(slots=True)
+class TransferRow:
+    """One transfer of a round, as the board shows it."""
+
+    job_id: str
+    label: str
+    src: str
+    dst: str
+    size_bytes: int
+    predicted_ms: float
+    started_at: float = field(default_factory=time.monotonic)
+    bytes_done: int = 0
+    ok: bool | None = None
+    actual_ms: float | None = None
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``running``, ``ok`` or ``failed``."""
+        return "running" if self.ok is None else ("ok" if self.ok else "failed")
+
+
+@dataclass
+class Board:
+    """The demo's live state, fed by the facade's watches and the scheduling rounds.
+
+    ``say`` receives one plain line per notable event (the plain, non-terminal view);
+    give a no-op for the live view.
+
+    Example::
+
+        board = Board(["n1", "n2"], shapes, say=print)
+        board.on_link(cost)       # prints "link n1->n2: ..." through say
+        console.print(board.render())
+    """
+
+    nodes: Sequence[str]
+    shapes: Mapping[tuple[str, str], LinkShape]
+    say: Callable[[str], None]
+    title: str = "jupiter-bus demo"
+    started_at: float = field(default_factory=time.monotonic)
+    duration: float | None = None
+    resources: dict[str, tuple[ResourceSample, float]] = field(default_factory=dict)
+    links: dict[tuple[str, str], LinkSeen] = field(default_factory=dict)
+    transfers: deque[TransferRow] = field(default_factory=lambda: deque(maxlen=200))
+    schedule: list[Slot] = field(default_factory=list)
+    rounds: int = 0
+    status: str = "starting agents and SSH servers"
+
+    # -- events ----------------------------------------------------------------------
+
+    def on_resource(self, sample: ResourceSample) -> None:
+        """A node's resource sample."""
+        if sample.node not in self.resources:
+            self.say(
+                f"node {sample.node}: cpu {sample.cpu_percent:.1f}% of {sample.cpu_count} "
+                f"cores, memory {sample.memory_percent:.1f}%, ssh {sample.host}:{sample.ssh_port}"
+            )
+        self.resources[sample.node] = (sample, time.monotonic())
+
+    def on_link(self, cost: LinkCost) -> None:
+        """A link's new fit."""
+        key = (cost.src, cost.dst)
+        seen = self.links.get(key)
+        updates = 1 if seen is None else seen.updates + 1
+        self.links[key] = LinkSeen(cost, time.monotonic(), updates)
+        self.say(f"link {cost.src}->{cost.dst}: {self.describe_fit(cost)}")
+
+    def describe_fit(self, cost: LinkCost) -> str:
+        """A fit in words, with the shaped link it should find."""
+        rate = fitted_rate(cost)
+        shape = self.shapes.get((cost.src, cost.dst))
+        found = f"{rate:.1f} Mbit/s" if rate is not None else "no rate"
+        want = f" (shaped {shape.mbit_per_s:g} Mbit/s, {shape.latency_ms:g} ms)" if shape else ""
+        return (
+            f"cost_ms = {cost.a:.3g} x^2 + {cost.b:.3g} x + {cost.c:.3g}: {found}, "
+            f"{cost.c:.1f} ms, r2 {cost.r2:.3f}, {cost.samples} samples{want}"
+        )
+
+    def on_schedule(self, slots: Sequence[Slot]) -> None:
+        """A new HEFT schedule."""
+        self.rounds += 1
+        self.schedule = list(slots)
+        placed = ", ".join(f"{s.task}@{self.nodes[s.node]}" for s in slots)
+        self.say(f"round {self.rounds}: HEFT makespan {makespan(slots):.0f} ms: {placed}")
+
+    def on_transfer(self, row: TransferRow) -> None:
+        """A transfer submitted."""
+        self.transfers.append(row)
+
+    def on_progress(self, job_id: str, bytes_done: int) -> None:
+        """Bytes a transfer has moved so far."""
+        for row in reversed(self.transfers):
+            if row.job_id == job_id:
+                row.bytes_done = max(row.bytes_done, bytes_done)
+                return
+
+    def on_done(self, row: TransferRow, ok: bool, actual_ms: float, error: str | None) -> None:
+        """A transfer's result."""
+        row.ok, row.actual_ms, row.error = ok, actual_ms, error
+        if ok:
+            row.bytes_done = row.size_bytes
+            self.say(
+                f"transfer {row.label} {row.src}->{row.dst}: {row.size_bytes} bytes in "
+                f"{actual_ms:.0f} ms (predicted {row.predicted_ms:.0f} ms)"
+            )
+        else:
+            self.say(f"transfer {row.label} {row.src}->{row.dst}: FAILED: {error}")
+
+    # -- rendering -------------------------------------------------------------------
+
+    def render(self) -> RenderableType:
+        """The board as rich renderables: header, nodes, link matrix, transfers, schedule."""
+        now = time.monotonic()
+        elapsed = now - self.started_at
+        limit = f" of {self.duration:.0f} s" if self.duration else " (Ctrl-C ends)"
+        header = Text.assemble(
+            (self.title, "bold"), f"  {elapsed:5.1f} s{limit}  ", (self.status, "cyan")
+        )
+        return Group(
+            header,
+            self._nodes_table(now),
+            self._links_table(now),
+            self._transfers_table(now),
+            self._schedule_table(),
+        )
+
+    def _nodes_table(self, now: float) -> Table:
+        table = Table(title="nodes (resource events)", title_justify="left", expand=False)
+        for column in ("node", "cpu", "cores", "memory", "ssh", "age"):
+            table.add_column(column, justify="left" if column in ("node", "ssh") else "right")
+        for node in self.nodes:
+            entry = self.resources.get(node)
+            if entry is None:
+                table.add_row(node, "-", "-", "-", "-", "-")
+                continue
+            sample, at = entry
+            table.add_row(
+                node,
+                f"{sample.cpu_percent:.1f}%",
+                str(sample.cpu_count),
+                f"{sample.memory_percent:.1f}%",
+                f"{sample.host}:{sample.ssh_port}",
+                f"{now - at:.1f} s",
+            )
+        return table
+
+    def _links_table(self, now: float) -> Table:
+        table = Table(
+            title="link costs (fit: rate, latency, r2, age; shaped link in brackets)",
+            title_justify="left",
+        )
+        table.add_column("src \\ dst")
+        for node in self.nodes:
+            table.add_column(node)
+        for src in self.nodes:
+            cells: list[RenderableType] = [src]
+            for dst in self.nodes:
+                if src == dst:
+                    cells.append(Text("-", style="dim"))
+                    continue
+                seen = self.links.get((src, dst))
+                shape = self.shapes.get((src, dst))
+                want = f"[{shape.mbit_per_s:g} Mbit/s {shape.latency_ms:g} ms]" if shape else ""
+                if seen is None:
+                    cells.append(Text(f"probing...\n{want}", style="dim"))
+                    continue
+                cost = seen.cost
+                rate = fitted_rate(cost)
+                found = f"{rate:.1f} Mbit/s" if rate is not None else "? Mbit/s"
+                style = "green" if cost.r2 >= 0.9 else "yellow"
+                cells.append(
+                    Text.assemble(
+                        (f"{found} {cost.c:.1f} ms", style),
+                        f"\nr2 {cost.r2:.3f}  {now - seen.received_at:.0f} s ago\n",
+                        (want, "dim"),
+                    )
+                )
+            table.add_row(*cells)
+        return table
+
+    def _transfers_table(self, now: float) -> Table:
+        table = Table(title="transfers (HEFT's crossing edges, real SFTP)", title_justify="left")
+        for column in ("edge", "link", "size", "progress", "predicted", "actual"):
+            table.add_column(column, justify="right" if column in ("size",) else "left")
+        for row in list(self.transfers)[-_SHOWN_TRANSFERS:]:
+            bar = ProgressBar(total=max(row.size_bytes, 1), completed=row.bytes_done, width=24)
+            if row.ok is None:
+                actual: RenderableType = Text(f"{(now - row.started_at) * 1000:.0f} ms...")
+            elif row.ok:
+                actual = Text(f"{row.actual_ms or 0:.0f} ms", style="green")
+            else:
+                actual = Text(f"failed: {row.error}", style="red")
+            table.add_row(
+                row.label,
+                f"{row.src}->{row.dst}",
+                f"{row.size_bytes / 1e6:.2f} MB",
+                bar,
+                f"{row.predicted_ms:.0f} ms",
+                actual,
+            )
+        return table
+
+    def _schedule_table(self) -> Table:
+        title = (
+            f"schedule (round {self.rounds}, makespan {makespan(self.schedule):.0f} ms)"
+            if self.schedule
+            else "schedule (waiting for every node's resources and every link's cost)"
+        )
+        table = Table(title=title, title_justify="left")
+        for column in ("task", "node", "start ms", "finish ms"):
+            table.add_column(column, justify="left" if column in ("task", "node") else "right")
+        for slot in self.schedule:
+            table.add_row(
+                slot.task, self.nodes[slot.node], f"{slot.start_ms:.0f}", f"{slot.finish_ms:.0f}"
+            )
+        return table
