@@ -277,3 +277,30 @@ async def test_probe_files_are_sent_whatever_allow_roots_but_only_for_the_profil
     assert result.error is not None
     assert result.error.kind == "permission"
     assert not (tmp_path / "stolen.bin").exists()
+
+
+async def test_a_link_busy_with_real_traffic_is_not_probed_until_it_is_free(
+    transport: Transport, tmp_path: Path
+) -> None:
+    context = NodeContext("me", transport)
+    profiler = NetworkProvider(context, profiler_options(tmp_path))
+    stopping = asyncio.Event()
+    with context.samples.sending("127.0.0.1", 22, "real-job"):
+        assert context.samples.busy("127.0.0.1", 22)
+        assert not context.samples.busy("127.0.0.1", 22, ignore={"real-job"})
+        assert not context.samples.busy("127.0.0.1", 2222)
+        running = asyncio.create_task(profiler.run(stopping))
+        try:
+            await eventually(lambda: profiler.probes_deferred >= 3, WAIT)  # three rounds
+            assert profiler.probes_sent == 0
+            assert profiler.probe_failures == 0
+        except BaseException:
+            stopping.set()
+            await running
+            raise
+    assert not context.samples.busy("127.0.0.1", 22)
+    try:  # free again: probed (a warm-up first, unanswered here: node "me" has no worker)
+        await eventually(lambda: len(profiler.peers["peer1"].probe_bytes) >= 1, WAIT)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(running, WAIT)
