@@ -19,7 +19,7 @@ from jupiter_bus.topology import (
     TRANSFERS_EXCHANGE,
 )
 from jupiter_bus.transport import Consumer, Delivery, Envelope, Subscription, Transport
-from jupiter_bus.transport.base import WorkQueueOptions, topic_matches
+from jupiter_bus.transport.base import QueueStats, WorkQueueOptions, topic_matches
 
 from .conftest import TransportFactory
 
@@ -442,3 +442,33 @@ async def test_closed_transport_refuses_work_and_ends_its_feeds(
         await asyncio.wait_for(waiting, WAIT)
     with pytest.raises(TransportError, match="closed"):
         await transport.publish(EVENTS_EXCHANGE, "resource.x", b"{}")
+
+
+async def test_queue_stats_count_ready_messages_and_consumers(
+    transport: Transport, make_transport: TransportFactory, work_queue: str, unique: str
+) -> None:
+    node = work_queue.rsplit(".", 1)[1]
+    assert await transport.queue_stats(work_queue) == QueueStats(messages=0, consumers=0)
+    for i in range(2):
+        await publish_job(transport, node, str(i).encode())
+    await eventually_stats(transport, work_queue, QueueStats(messages=2, consumers=0))
+    worker = await make_transport()
+    async with worker.consume(work_queue, prefetch=1) as consumer:
+        delivery = await asyncio.wait_for(anext(consumer), WAIT)
+        # one delivered (unacked, not counted), one ready; one consumer
+        await eventually_stats(transport, work_queue, QueueStats(messages=1, consumers=1))
+        await delivery.ack()
+    await eventually_stats(transport, work_queue, QueueStats(messages=1, consumers=0))
+    with pytest.raises(TransportError, match="no queue"):
+        await transport.queue_stats(f"jupiter.transfer.none-{unique}")
+
+
+async def eventually_stats(transport: Transport, queue: str, expected: QueueStats) -> None:
+    """RabbitMQ counts asynchronously: wait (bounded) for ``expected``."""
+    stats = None
+    for _ in range(50):
+        stats = await transport.queue_stats(queue)
+        if stats == expected:
+            return
+        await asyncio.sleep(0.1)
+    assert stats == expected

@@ -41,6 +41,7 @@ __all__ = [
     "Envelope",
     "Feed",
     "Outgoing",
+    "QueueStats",
     "Subscription",
     "SubscriptionSpec",
     "Transport",

@@ -51,6 +51,7 @@ from .base import (
     Envelope,
     HeaderValue,
     Outgoing,
+    QueueStats,
     Subscription,
     SubscriptionSpec,
     Transport,
@@ -501,10 +502,10 @@ class AmqpTransport(Transport):
         with contextlib.suppress(TransportError):
             await self._on_scratch_channel(name, "delete")
 
-    async def queue_length(self, name: str) -> int:
+    async def queue_stats(self, name: str) -> QueueStats:
         self._check_open()
         result = await self._on_scratch_channel(name, "declare")
-        return int(result.message_count or 0)
+        return QueueStats(int(result.message_count or 0), int(result.consumer_count or 0))
 
     def _subscription(self, spec: SubscriptionSpec) -> AmqpSubscription:
         return AmqpSubscription(self, spec)

@@ -64,6 +64,7 @@ from .values import (
     Headers,
     HeaderValue,
     Outgoing,
+    QueueStats,
     QueueType,
     SubscriptionSpec,
     WorkQueueOptions,
@@ -84,6 +85,7 @@ __all__ = [
     "HeaderValue",
     "Headers",
     "Outgoing",
+    "QueueStats",
     "QueueType",
     "Subscription",
     "SubscriptionSpec",
@@ -491,9 +493,13 @@ class Transport(abc.ABC):
     async def delete_queue(self, name: str) -> None:
         """Delete a queue and what it holds; no error when it does not exist."""
 
-    @abc.abstractmethod
     async def queue_length(self, name: str) -> int:
         """Number of messages ready in a queue (not counting unacked ones)."""
+        return (await self.queue_stats(name)).messages
+
+    @abc.abstractmethod
+    async def queue_stats(self, name: str) -> QueueStats:
+        """Messages ready in a queue and its consumers; :class:`TransportError` if none."""
 
     async def declare_work_queue(self, node: str, options: WorkQueueOptions | None = None) -> str:
         """Declare ``jupiter.transfer.<node>`` bound to ``jupiter.transfers``; return its name."""

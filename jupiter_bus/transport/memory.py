@@ -38,6 +38,7 @@ from .base import (
     ExchangeType,
     HeaderValue,
     Outgoing,
+    QueueStats,
     Subscription,
     SubscriptionSpec,
     Transport,
@@ -115,6 +116,7 @@ class _Queue:
     __slots__ = (
         "arguments",
         "arrived",
+        "consumers",
         "max_age",
         "max_bytes",
         "max_length",
@@ -141,6 +143,7 @@ class _Queue:
         self.ready: deque[Envelope] = deque()
         self.arrived: deque[float] = deque()  # time.monotonic() of each, with max_age only
         self.waiters: deque[asyncio.Future[None]] = deque()
+        self.consumers = 0  # MemoryConsumers attached
 
     def put(self, envelope: Envelope) -> None:
         self.ready.append(envelope)
@@ -346,6 +349,7 @@ class MemoryConsumer(Consumer):
         if queue is None:
             raise TransportError(f"no queue {self._queue_name!r}: declare it before consuming")
         self._queue = queue
+        queue.consumers += 1
 
     async def __anext__(self) -> MemoryDelivery:
         queue = self._queue
@@ -387,6 +391,8 @@ class MemoryConsumer(Consumer):
             self._waiter.set_result(None)
 
     async def _close(self) -> None:
+        if self._queue is not None:
+            self._queue.consumers -= 1
         if self._queue is not None and self._unacked:
             self._queue.put_back(list(self._unacked.values()))
         self._unacked.clear()
@@ -497,12 +503,12 @@ class MemoryTransport(Transport):
     async def delete_queue(self, name: str) -> None:
         self.broker.delete_queue(name)
 
-    async def queue_length(self, name: str) -> int:
+    async def queue_stats(self, name: str) -> QueueStats:
         queue = self.broker.queues.get(name)
         if queue is None:
             raise TransportError(f"no queue {name!r}")
         self.broker.expire_head(queue)
-        return len(queue.ready)
+        return QueueStats(len(queue.ready), queue.consumers)
 
     def _subscription(self, spec: SubscriptionSpec) -> MemorySubscription:
         return MemorySubscription(self, spec)

@@ -29,6 +29,7 @@ __all__ = [
     "HeaderValue",
     "Headers",
     "Outgoing",
+    "QueueStats",
     "QueueType",
     "SubscriptionSpec",
     "WorkQueueOptions",
@@ -128,6 +129,22 @@ class SubscriptionSpec:
         if self.max_age is not None:
             args["x-message-ttl"] = round(self.max_age * 1000)
         return args
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What a queue holds and who reads it (:meth:`Transport.queue_stats`).
+
+    Example::
+
+        stats = await bus.queue_stats("jupiter.transfer.node1")
+        stats.messages, stats.consumers   # (0, 1): nothing waiting, one worker
+    """
+
+    messages: int
+    """Messages ready for delivery (not counting delivered, unacked ones)."""
+    consumers: int
+    """Consumers attached to the queue."""
 
 
 @dataclass(frozen=True, slots=True)
