@@ -27,6 +27,7 @@ from .base import (
     Envelope,
     Feed,
     Outgoing,
+    QueueStats,
     Subscription,
     SubscriptionSpec,
     Transport,
