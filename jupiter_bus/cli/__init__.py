@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from ..errors import BrokerRefused, BrokerUnreachable, ConfigError, JupiterBusError
 from ..interrupt import EXIT_INTERRUPTED
-from . import agent, demo, seal_key, watch
+from . import agent, demo, seal_key, status, watch
 from .agent import run_agent
 from .console import (
     EXIT_FAILED,
@@ -43,6 +43,7 @@ COMMANDS: Final[tuple[Callable[[Any], None], ...]] = (
     demo.add,
     agent.add,
     seal_key.add,
+    status.add,
     watch.add,
 )
 """Each command module's ``add``, in the order ``--help`` lists them."""
