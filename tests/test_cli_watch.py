@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
@@ -92,3 +93,29 @@ async def test_watch_without_a_broker_is_status_69() -> None:
     _, err = await asyncio.wait_for(child.communicate(), 60)
     assert child.returncode == EXIT_UNREACHABLE
     assert err.decode().strip().startswith("jupiter-bus: ")
+
+
+async def test_watch_network_plot_draws_the_links_seen_as_a_heatmap(tmp_path: Path) -> None:
+    pyplot = pytest.importorskip("matplotlib.pyplot")
+    a, b, c = (f"w{uuid.uuid4().hex[:6]}{i}" for i in range(3))
+    picture = tmp_path / "links.png"
+    status, _, err = await watch(
+        "network", "--src", a, "--count", "2", "--duration", "30",
+        "--plot", str(picture), "--size-kb", "1000",
+        feed=[cost(a, b, 40.0), cost(a, c, 400.0)],
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"wrote {picture}" in err
+    assert "cost of 1000 KB" in err
+    pixels = pyplot.imread(picture)
+    assert pixels.shape[0] > 200
+    assert pixels.shape[1] > 200
+    assert pixels[..., :3].std() > 0.1  # a picture, not a blank page
+
+
+async def test_watch_plot_is_only_for_the_network(tmp_path: Path) -> None:
+    status, _, err = await watch(
+        "resources", "--duration", "1", "--plot", str(tmp_path / "x.png"), feed=[]
+    )
+    assert status == 2
+    assert "only 'watch network'" in err

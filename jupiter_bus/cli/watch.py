@@ -14,10 +14,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..errors import ConfigError
 from ..facade import JupiterInterface
 from ..messages import LinkCost, ResourceSample, TransferResult, encode
+from ..plots import link_heatmap
 from .broker_url import add_broker_arguments, resolve_broker
-from .console import command_parser
+from .console import command_parser, say
 
 __all__ = [
     "add",
@@ -30,6 +32,7 @@ examples:
   jupiter-bus watch network --src node1
   jupiter-bus watch resources --node node2 --json --count 10
   jupiter-bus watch transfers --duration 60
+  jupiter-bus watch network --duration 10 --plot links.png --size-kb 1000
 """
 
 
@@ -50,6 +53,18 @@ def add(commands: Any) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--count", type=int, metavar="N", help="stop after N updates")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="network: at the end, draw every known link's cost as a heatmap (matplotlib)",
+    )
+    parser.add_argument(
+        "--size-kb",
+        type=float,
+        default=1000.0,
+        metavar="KB",
+        help="--plot: the file size whose cost is drawn, KB (default: %(default)g = 1 MB)",
+    )
     parser.set_defaults(run=run, log_level=logging.WARNING)
 
 
@@ -102,15 +117,23 @@ async def _updates(feed: AsyncIterator[Any], deadline: float | None) -> AsyncIte
 async def _watch(args: argparse.Namespace) -> int:
     deadline = None if args.duration is None else time.monotonic() + args.duration
     seen = 0
+    if args.plot and args.what != "network":
+        raise ConfigError("--plot: only 'watch network' draws a picture")
     async with JupiterInterface(resolve_broker(args)) as jupiter, _feed(jupiter, args) as feed:
-        async for update in _updates(feed, deadline):
-            if args.json:
-                print(encode(update).decode(), flush=True)
-            else:
-                print(describe(update), flush=True)
-            seen += 1
-            if args.count is not None and seen >= args.count:
-                break
+        try:
+            async for update in _updates(feed, deadline):
+                if args.json:
+                    print(encode(update).decode(), flush=True)
+                else:
+                    print(describe(update), flush=True)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    break
+        finally:  # also after Ctrl-C: the picture of what was seen
+            if args.plot:
+                data = jupiter.network.snapshot()
+                path = link_heatmap(data, args.plot, size_kbit=args.size_kb * 8)
+                say(f"wrote {path}: {data.link_count} links, cost of {args.size_kb:g} KB")
     return 0
 
 
