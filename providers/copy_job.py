@@ -42,9 +42,10 @@ TEMP_MARK = ".jbpart-"
 class CopyJob:
     """One file to copy: local ``source`` to ``destination`` on ``user@host:port``.
 
-    ``progress``, when given, is called on the event loop with the bytes copied so far
-    (how often depends on the engine; never after :meth:`Engine.copy` returned). It must
-    be cheap and must not raise (the worker rate-limits it and publishes in the background).
+    ``progress``, when given, is called on the event loop with the bytes copied so far;
+    how often depends on the engine (each attempt counts from 0 again). It must be cheap
+    and must not raise: the worker rate-limits it, publishes in the background and
+    ignores what comes after the job ended (a cancelled local copy's thread goes on).
 
     Example::
 

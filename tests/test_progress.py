@@ -5,8 +5,10 @@ the facade's ``watch_progress``."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import orjson
 import pytest
 from jupiter_providers import transfer_progress
+from jupiter_providers.copy_job import CopyJob
+from jupiter_providers.local_copy import CHUNK_BYTES, LocalEngine
 from jupiter_providers.transfer_progress import ProgressReporter
 
 from jupiter_bus import JupiterInterface
@@ -188,17 +192,19 @@ def check_events(
     assert len(events) <= 2 + result.seconds / interval, (len(events), result.seconds)
 
 
-async def test_sftp_copy_reports_progress_until_its_result(
+@pytest.mark.parametrize("engine", ["sftp", "scp"])
+async def test_ssh_copy_reports_progress_until_its_result(
     make_worker: Callable[..., Awaitable[Worker]],
     ssh_server: SshServer,
     remote_dir: Path,
     tmp_path: Path,
+    engine: str,
 ) -> None:
     worker = await make_worker(progress_interval=0.01)
     source = big_file(tmp_path, 32)
     destination = remote_dir / "big.bin"
     result, events, after = await run_watching(
-        worker, request_body(ssh_server, source, str(destination), engine="sftp")
+        worker, request_body(ssh_server, source, str(destination), engine=engine)
     )
     check_events(events, result, source.stat().st_size, 0.01)
     assert after == []
@@ -216,6 +222,22 @@ async def test_local_copy_reports_progress_until_its_result(
     check_events(events, result, source.stat().st_size, 0.002)
     assert after == []
     assert destination.read_bytes() == source.read_bytes()
+
+
+async def test_openssh_scp_reports_only_the_start(
+    make_worker: Callable[..., Awaitable[Worker]],
+    ssh_server: SshServer,
+    remote_dir: Path,
+    tmp_path: Path,
+) -> None:
+    worker = await make_worker(progress_interval=0.001)
+    source = big_file(tmp_path, 4)
+    result, events, after = await run_watching(
+        worker, request_body(ssh_server, source, str(remote_dir / "o.bin"), engine="openssh-scp")
+    )
+    assert result.ok, result.error
+    assert [(e.bytes_done, e.bytes_total) for e in events] == [(0, source.stat().st_size)]
+    assert after == []
 
 
 @pytest.mark.parametrize("engine", ["sftp", "local"])
@@ -269,6 +291,41 @@ async def test_a_small_sftp_file_reports_its_start_and_its_end(
     assert events[0].bytes_done == 0
     assert all(e.bytes_total == 10_000 for e in events)
     assert after == []
+
+
+# -- the local engine's chunks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "buffered"])
+async def test_the_local_engine_reports_each_chunk_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sendfile: bool
+) -> None:
+    if not sendfile:
+
+        def refuse(*_: object) -> int:
+            raise OSError(errno.EINVAL, "sendfile refused")
+
+        monkeypatch.setattr(os, "sendfile", refuse)
+    source = tmp_path / "src.bin"
+    source.write_bytes(os.urandom(5 * CHUNK_BYTES + 123))
+    loop_thread = threading.get_ident()
+    reports: list[tuple[int, int]] = []
+    job = CopyJob(
+        host="127.0.0.1",
+        port=22,
+        user="nobody",
+        source=str(source),
+        destination=str(tmp_path / "dst.bin"),
+        idempotency_key="local-progress",
+        progress=lambda done: reports.append((done, threading.get_ident())),
+    )
+    await LocalEngine().copy(job)
+    assert [done for done, _ in reports] == [
+        *(n * CHUNK_BYTES for n in range(1, 6)),
+        5 * CHUNK_BYTES + 123,
+    ]
+    assert {thread for _, thread in reports} == {loop_thread}
+    assert (tmp_path / "dst.bin").read_bytes() == source.read_bytes()
 
 
 # -- the reporter on its own ------------------------------------------------------------------
