@@ -11,7 +11,8 @@ dead-lettered instead of being tried forever.
 
 While a job runs, its progress goes out as ``transfer.progress.<node>`` events: one
 when the copy starts, then at most one every ``progress_interval`` seconds
-(:mod:`~jupiter_providers.transfer_progress`), none after the result.
+(:mod:`~jupiter_providers.transfer_progress`), none after the result. The network
+profiler's probes (granted jobs of this node's own providers) send none.
 
 Options (``[providers.transfer]`` in the agent's configuration)::
 
@@ -466,9 +467,14 @@ class TransferProvider(Provider):
     async def _progress(
         self, request: TransferRequest, size: int
     ) -> AsyncIterator[Callable[[int], None] | None]:
-        """The job's progress callback (``None`` with ``progress_interval = 0``), between
-        the start event on entering and the last event in flight settled on leaving."""
-        if self.progress_interval <= 0:
+        """The job's progress callback, between the start event on entering and the last
+        event in flight settled on leaving.
+
+        ``None`` with ``progress_interval = 0``, and for the jobs of this node's own
+        providers (the network profiler's probes): those are measurements nobody follows,
+        which progress events would only perturb and multiply.
+        """
+        if self.progress_interval <= 0 or self.context.granted(request.id, request.source):
             yield None
             return
         reporter = ProgressReporter(

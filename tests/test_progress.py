@@ -274,6 +274,25 @@ async def test_a_refused_job_sends_no_progress(
         assert events == after == []
 
 
+async def test_the_profilers_own_probe_jobs_send_no_progress(
+    make_worker: Callable[..., Awaitable[Worker]],
+    ssh_server: SshServer,
+    remote_dir: Path,
+    tmp_path: Path,
+) -> None:
+    worker = await make_worker(progress_interval=0.001)
+    assert worker.agent is not None
+    assert worker.agent.context is not None
+    source = big_file(tmp_path, 4)
+    body = request_body(ssh_server, source, str(remote_dir / "probe.bin"))
+    with worker.agent.context.granting(orjson.loads(body)["id"], str(source)):
+        result, events, after = await run_watching(worker, body)
+    assert result.ok, result.error
+    assert events == after == []
+    _, events, _ = await run_watching(worker, request_body(ssh_server, source, "probe2.bin"))
+    assert events, "the same job, not granted, reports progress"
+
+
 async def test_a_small_sftp_file_reports_its_start_and_its_end(
     make_worker: Callable[..., Awaitable[Worker]],
     ssh_server: SshServer,
