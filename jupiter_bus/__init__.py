@@ -46,7 +46,14 @@ from .errors import (
     Unroutable,
 )
 from .facade import JupiterInterface
-from .messages import LinkCost, ResourceSample, TransferError, TransferRequest, TransferResult
+from .messages import (
+    LinkCost,
+    ResourceSample,
+    TransferError,
+    TransferProgress,
+    TransferRequest,
+    TransferResult,
+)
 from .state import NetworkData, ResourceData
 from .transport import Transport, WorkQueueOptions, connect
 
@@ -81,6 +88,7 @@ __all__ = [
     "StateUnavailable",
     "TransferError",
     "TransferFailed",
+    "TransferProgress",
     "TransferRequest",
     "TransferResult",
     "TransferTimeout",

@@ -33,11 +33,12 @@ __all__ = [
     "network_key",
     "resource_key",
     "transfer_done_key",
+    "transfer_progress_key",
     "work_queue",
 ]
 
 EVENTS_EXCHANGE = "jupiter.events"
-"""Topic exchange carrying resource, network-cost and transfer-done events."""
+"""Topic exchange carrying resource, network-cost, transfer-done and transfer-progress events."""
 TRANSFERS_EXCHANGE = "jupiter.transfers"
 """Direct exchange routing transfer requests to a node's work queue."""
 DEAD_EXCHANGE = "jupiter.dead"
@@ -87,6 +88,17 @@ def network_batch_key(node: str) -> str:
 def transfer_done_key(node: str) -> str:
     """Routing key of the results of transfers executed by ``node``."""
     return f"transfer.done.{check_node(node)}"
+
+
+def transfer_progress_key(node: str) -> str:
+    """Routing key of the progress events of transfers executed by ``node``.
+
+    Example::
+
+        >>> transfer_progress_key("node1")
+        'transfer.progress.node1'
+    """
+    return f"transfer.progress.{check_node(node)}"
 
 
 def work_queue(node: str) -> str:

@@ -6,6 +6,10 @@ how the bytes get to the temporary name (:meth:`_PooledSshEngine._send`). A file
 most :data:`SMALL_FILE_BYTES` goes to ``sftp`` through the connection's
 :class:`~jupiter_providers.sftp_small.SmallFileChannel` instead, which writes and renames
 in one batch of requests.
+
+Both report progress to the job's :attr:`~jupiter_providers.copy_job.CopyJob.progress`:
+through asyncssh's ``progress_handler`` as blocks are acknowledged, and a file sent in one
+write once, when it is written.
 """
 
 from __future__ import annotations
@@ -98,6 +102,19 @@ async def _remove_quietly(remove: Callable[[str], Awaitable[None]], path: str) -
         await asyncio.wait_for(remove(path), CLEANUP_SECONDS)
 
 
+def _progress_handler(job: CopyJob) -> Callable[[bytes, bytes, int, int], None] | None:
+    """asyncssh's ``progress_handler(srcpath, dstpath, bytes_copied, total_bytes)`` for
+    the job's progress callback (``None`` when the job has none: asyncssh then skips it)."""
+    progress = job.progress
+    if progress is None:
+        return None
+
+    def handler(_src: bytes, _dst: bytes, bytes_copied: int, _total: int) -> None:
+        progress(bytes_copied)
+
+    return handler
+
+
 def _read_if_small(job: CopyJob) -> bytes | None:
     """The source's bytes if it is at most :data:`SMALL_FILE_BYTES` long, else None."""
     if job.size_bytes > SMALL_FILE_BYTES:
@@ -167,6 +184,7 @@ class SftpEngine(_PooledSshEngine):
         except BaseException:
             await _remove_quietly(channel.remove, temp)
             raise
+        job.report(len(data))
         return True
 
     async def _send(self, conn: PooledConnection, job: CopyJob, temp: str) -> None:
@@ -177,11 +195,18 @@ class SftpEngine(_PooledSshEngine):
         if data is not None:
             async with sftp.open(temp, "wb") as remote:
                 await remote.write(data)
+            job.report(len(data))
             return
         # A block above the server's write limit makes OpenSSH drop the session.
         limit = sftp.limits.max_write_len
         block = min(self.block_size, limit) if self.block_size > 0 else -1
-        await sftp.put(job.source, temp, block_size=block, max_requests=self.max_requests)
+        await sftp.put(
+            job.source,
+            temp,
+            block_size=block,
+            max_requests=self.max_requests,
+            progress_handler=_progress_handler(job),
+        )
 
 
 class ScpEngine(_PooledSshEngine):
@@ -208,4 +233,8 @@ class ScpEngine(_PooledSshEngine):
 
     async def _send(self, conn: PooledConnection, job: CopyJob, temp: str) -> None:
         target = temp if temp.startswith("/") else "./" + temp
-        await asyncssh.scp(job.source, (conn.connection, shlex.quote(target)))
+        await asyncssh.scp(
+            job.source,
+            (conn.connection, shlex.quote(target)),
+            progress_handler=_progress_handler(job),
+        )

@@ -2,7 +2,8 @@
 
 A :class:`CopyJob` is one file to copy; its :attr:`~CopyJob.temp_destination` is the
 name an engine writes to before renaming, derived from the job's idempotency key so a
-rerun after a crash reuses (and replaces) what the crashed run left. :func:`classify`
+rerun after a crash reuses (and replaces) what the crashed run left. Engines tell how far
+they got through the job's optional :attr:`~CopyJob.progress` callback. :func:`classify`
 turns whatever SSH, SFTP or the local file system raised into a :class:`CopyFailure`
 with the contract's error kind.
 """
@@ -15,6 +16,7 @@ import hashlib
 import os
 import posixpath
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -40,10 +42,16 @@ TEMP_MARK = ".jbpart-"
 class CopyJob:
     """One file to copy: local ``source`` to ``destination`` on ``user@host:port``.
 
+    ``progress``, when given, is called on the event loop with the bytes copied so far;
+    how often depends on the engine (each attempt counts from 0 again). It must be cheap
+    and must not raise: the worker rate-limits it, publishes in the background and
+    ignores what comes after the job ended (a cancelled local copy's thread goes on).
+
     Example::
 
         job = CopyJob(host="10.0.0.12", port=22, user="jupiter", source="/data/a.bin",
-                      destination="/srv/in/a.bin", idempotency_key="job-17")
+                      destination="/srv/in/a.bin", idempotency_key="job-17",
+                      progress=lambda done: print(done, "bytes"))
         job.temp_destination  # '/srv/in/.a.bin.jbpart-...'
     """
 
@@ -57,6 +65,18 @@ class CopyJob:
     create_dirs: bool = False
     size_bytes: int = -1
     """The source's size when the caller knows it (-1: unknown)."""
+    progress: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+    """Called with the bytes copied so far, on the event loop (``None``: nobody asks)."""
+
+    def report(self, bytes_done: int) -> None:
+        """Tell :attr:`progress`, if any, that ``bytes_done`` bytes are copied.
+
+        Example::
+
+            job.report(len(data))  # a small file, sent in one write
+        """
+        if self.progress is not None:
+            self.progress(bytes_done)
 
     @property
     def where(self) -> str:

@@ -42,6 +42,10 @@ class OpenSshOptions:
 class OpenSshScpEngine(Engine):
     """The OpenSSH ``scp`` program (legacy engine); a password goes through ``sshpass -e``.
 
+    It reports no progress: ``scp`` shows its progress meter only on a terminal, so the
+    job's :attr:`~jupiter_providers.copy_job.CopyJob.progress` is never called (the
+    worker's progress events of such a job are its start alone).
+
     Example::
 
         engine = OpenSshScpEngine(OpenSshOptions(known_hosts="/etc/jupiter/known_hosts"))

@@ -9,6 +9,11 @@ and jitter for a bounded number of attempts. The result is stored, published as
 the job acked. A job redelivered more than ``redelivery_limit`` times is
 dead-lettered instead of being tried forever.
 
+While a job runs, its progress goes out as ``transfer.progress.<node>`` events: one
+when the copy starts, then at most one every ``progress_interval`` seconds
+(:mod:`~jupiter_providers.transfer_progress`), none after the result. The network
+profiler's probes (granted jobs of this node's own providers) send none.
+
 Options (``[providers.transfer]`` in the agent's configuration)::
 
     concurrency = 4            # jobs at once (the queue's prefetch)
@@ -22,15 +27,17 @@ Options (``[providers.transfer]`` in the agent's configuration)::
     seal_key_file = "/etc/jupiter/seal.key"    # open sealed passwords
     require_sealed = false     # refuse passwords sent in clear
     state_dir = "/var/lib/jupiter-bus/node1"   # the job store
+    progress_interval = 0.5    # seconds between progress events (0: none)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +73,7 @@ from .copy_engines import (
 )
 from .job_store import JobStore
 from .ssh_pool import SshOptions, SshPool
+from .transfer_progress import ProgressReporter
 
 __all__ = [
     "TransferOptions",
@@ -154,6 +162,13 @@ class TransferOptions(Options):
         check=_default_or_positive,
         expect="-1 or an integer > 0",
     )
+    progress_interval: float = option(
+        0.5,
+        doc="seconds between two transfer.progress events of a running job (0: none; "
+        "one is always sent when the copy starts)",
+        unit="seconds",
+        ge=0,
+    )
 
 
 class TransferProvider(Provider):
@@ -175,6 +190,7 @@ class TransferProvider(Provider):
         self.retry = Backoff(o.retry_initial_seconds, o.retry_max_seconds, jitter=0.5)
         self.redelivery_limit = o.redelivery_limit
         self.require_sealed = o.require_sealed
+        self.progress_interval = o.progress_interval
         try:
             self.seal_key = sealing.load_key(o.seal_key_file) if o.seal_key_file else None
         except SealError as exc:
@@ -371,39 +387,42 @@ class TransferProvider(Provider):
             self._check_source(request)
             size = local_file_size(request.source)
             engine = self.engines[request.engine or self.default_engine]
-            job = CopyJob(
-                host=request.host,
-                port=request.port,
-                user=request.user,
-                password=password,
-                source=request.source,
-                destination=request.destination,
-                idempotency_key=request.idempotency_key,
-                create_dirs=request.create_dirs,
-                size_bytes=size,
-            )
-            while True:
-                attempts += 1
-                attempt_started = time.monotonic()
-                try:
-                    with self.context.samples.sending(request.host, request.port, job_id):
-                        await self._attempt(engine, job, request.deadline)
-                    attempt_seconds = time.monotonic() - attempt_started
-                    break
-                except CopyFailure as failure:
-                    delay = self._retry_delay(failure, attempts, request.deadline)
-                    if delay is None:
-                        raise
-                    log.info(
-                        "node %s job %s: attempt %d failed (%s: %s); retrying in %.2f s",
-                        node,
-                        job_id,
-                        attempts,
-                        failure.kind,
-                        failure.message,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
+            # Leaving the block stops the progress events: none may follow the result.
+            async with self._progress(request, size) as progress:
+                job = CopyJob(
+                    host=request.host,
+                    port=request.port,
+                    user=request.user,
+                    password=password,
+                    source=request.source,
+                    destination=request.destination,
+                    idempotency_key=request.idempotency_key,
+                    create_dirs=request.create_dirs,
+                    size_bytes=size,
+                    progress=progress,
+                )
+                while True:
+                    attempts += 1
+                    attempt_started = time.monotonic()
+                    try:
+                        with self.context.samples.sending(request.host, request.port, job_id):
+                            await self._attempt(engine, job, request.deadline)
+                        attempt_seconds = time.monotonic() - attempt_started
+                        break
+                    except CopyFailure as failure:
+                        delay = self._retry_delay(failure, attempts, request.deadline)
+                        if delay is None:
+                            raise
+                        log.info(
+                            "node %s job %s: attempt %d failed (%s: %s); retrying in %.2f s",
+                            node,
+                            job_id,
+                            attempts,
+                            failure.kind,
+                            failure.message,
+                            delay,
+                        )
+                        await asyncio.sleep(delay)
         except CopyFailure as failure:
             message = failure.message
             if password:
@@ -444,6 +463,33 @@ class TransferProvider(Provider):
             )
         )
         return result
+
+    @contextlib.asynccontextmanager
+    async def _progress(
+        self, request: TransferRequest, size: int
+    ) -> AsyncIterator[Callable[[int], None] | None]:
+        """The job's progress callback, between the start event on entering and the last
+        event in flight settled on leaving.
+
+        ``None`` with ``progress_interval = 0``, and for the jobs of this node's own
+        providers (the network profiler's probes): those are measurements nobody follows,
+        which progress events would only perturb and multiply.
+        """
+        if self.progress_interval <= 0 or self.context.granted(request.id, request.source):
+            yield None
+            return
+        reporter = ProgressReporter(
+            self.context.transport,
+            self.context.node,
+            request.id,
+            total=size,
+            interval=self.progress_interval,
+        )
+        reporter.start()
+        try:
+            yield reporter.update
+        finally:
+            await reporter.close()
 
     async def _attempt(self, engine: Engine, job: CopyJob, deadline: float | None) -> None:
         if deadline is None:

@@ -7,14 +7,15 @@ import asyncio
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 import pytest
 
 from jupiter_bus.cli.console import EXIT_UNREACHABLE
-from jupiter_bus.messages import LinkCost, encode
-from jupiter_bus.topology import EVENTS_EXCHANGE, network_key
+from jupiter_bus.messages import LinkCost, TransferProgress, encode
+from jupiter_bus.topology import EVENTS_EXCHANGE, network_key, transfer_progress_key
 from jupiter_bus.transport import connect
 
 from .conftest import AMQP_URL
@@ -28,7 +29,13 @@ def cost(src: str, dst: str, c: float) -> LinkCost:
     )
 
 
-async def watch(*args: str, feed: list[LinkCost]) -> tuple[int, str, str]:
+def routing_key(update: LinkCost | TransferProgress) -> str:
+    if isinstance(update, TransferProgress):
+        return transfer_progress_key(update.node)
+    return network_key(update.src, update.dst)
+
+
+async def watch(*args: str, feed: Sequence[LinkCost | TransferProgress]) -> tuple[int, str, str]:
     """Run ``watch`` and publish ``feed`` (again and again) until it ends."""
     env = {**os.environ, "JUPITER_BUS_URL": AMQP_URL}
     child = await asyncio.create_subprocess_exec(
@@ -40,9 +47,7 @@ async def watch(*args: str, feed: list[LinkCost]) -> tuple[int, str, str]:
         done = asyncio.create_task(child.communicate())
         while not done.done():
             for update in feed:
-                await bus.publish(
-                    EVENTS_EXCHANGE, network_key(update.src, update.dst), encode(update)
-                )
+                await bus.publish(EVENTS_EXCHANGE, routing_key(update), encode(update))
             await asyncio.wait([done], timeout=0.2)
         out, err = await asyncio.wait_for(done, 30)
     finally:
@@ -74,6 +79,20 @@ async def test_watch_network_plain_lines_name_the_link_and_fit() -> None:
     assert status == 0, err
     assert out.splitlines()[0].startswith(f"{a}->{b} cost_ms = 1e-09 x^2 + 0.001 x + 42")
     assert "r2 0.990" in out
+
+
+async def test_watch_progress_prints_how_far_each_job_of_the_node_got() -> None:
+    node, other = (f"w{uuid.uuid4().hex[:6]}{i}" for i in range(2))
+    job = str(uuid.uuid4())
+    status, out, err = await watch(
+        "progress", "--node", node, "--count", "1", "--duration", "30",
+        feed=[
+            TransferProgress(request_id=job, node=other, bytes_done=1, bytes_total=2),
+            TransferProgress(request_id=job, node=node, bytes_done=512, bytes_total=2048),
+        ],
+    )  # fmt: skip
+    assert status == 0, err
+    assert out.splitlines() == [f"{job} on {node}: 512 of 2048 bytes (25%)"]
 
 
 async def test_watch_ends_after_its_duration_with_nothing_to_show() -> None:

@@ -1,4 +1,4 @@
-"""``jupiter-bus watch network|resources|transfers``: print live updates from the bus,
+"""``jupiter-bus watch network|resources|transfers|progress``: print live updates from the bus,
 one line each (``--json``: one JSON object per line), until ``--count`` updates,
 ``--duration`` seconds, or Ctrl-C.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..facade import JupiterInterface
-from ..messages import LinkCost, ResourceSample, TransferResult, encode
+from ..messages import LinkCost, ResourceSample, TransferProgress, TransferResult, encode
 from ..plots import link_heatmap
 from .broker_url import add_broker_arguments, resolve_broker
 from .console import command_parser, say
@@ -33,6 +33,7 @@ examples:
   jupiter-bus watch resources --node node2 --json --count 10
   jupiter-bus watch transfers --duration 60
   jupiter-bus watch network --duration 10 --plot links.png --size-kb 1000
+  jupiter-bus watch progress --node node1
 """
 
 
@@ -41,15 +42,15 @@ def add(commands: Any) -> None:
     parser = command_parser(
         commands,
         "watch",
-        summary="print live link costs, resources or transfer results",
+        summary="print live link costs, resources, transfer results or transfer progress",
         doc=__doc__,
         examples=EXAMPLES,
     )
-    parser.add_argument("what", choices=("network", "resources", "transfers"))
+    parser.add_argument("what", choices=("network", "resources", "transfers", "progress"))
     add_broker_arguments(parser)
     parser.add_argument("--src", help="network: only links from this node")
     parser.add_argument("--dst", help="network: only links to this node")
-    parser.add_argument("--node", help="resources/transfers: only this node")
+    parser.add_argument("--node", help="resources/transfers/progress: only this node")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--count", type=int, metavar="N", help="stop after N updates")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -92,6 +93,15 @@ def describe(update: object) -> str:
                 f"{update.request_id} {outcome} {update.bytes} bytes "
                 f"in {update.seconds * 1000:.1f} ms"
             )
+        case TransferProgress():
+            total = update.bytes_total
+            if total is None:
+                return f"{update.request_id} on {update.node}: {update.bytes_done} bytes"
+            share = 100.0 if total == 0 else 100.0 * update.bytes_done / total
+            return (
+                f"{update.request_id} on {update.node}: {update.bytes_done} of {total} bytes "
+                f"({share:.0f}%)"
+            )
     return repr(update)
 
 
@@ -100,6 +110,8 @@ def _feed(jupiter: JupiterInterface, args: argparse.Namespace) -> Any:
         return jupiter.watch_network(src=args.src, dst=args.dst)
     if args.what == "resources":
         return jupiter.watch_resources(node=args.node)
+    if args.what == "progress":
+        return jupiter.watch_progress(node=args.node)
     return jupiter.watch_transfers(node=args.node)
 
 

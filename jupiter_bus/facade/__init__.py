@@ -3,7 +3,8 @@
 One object, used as an async context manager, that
 
 - follows ``resource.*``, ``network.*.*`` and ``transfer.done.*`` on ``jupiter.events``
-  into live state (:mod:`jupiter_bus.state`), so reads come from memory;
+  into live state (:mod:`jupiter_bus.state`), so reads come from memory (and
+  ``transfer.progress.*`` into the progress feeds);
 - on entering, asks every node agent for its latest events (``snapshot.request``), so a
   scheduler that starts after the agents has the whole picture at once instead of
   waiting for their next publication;
@@ -13,7 +14,8 @@ One object, used as an async context manager, that
 - runs transfers on a node's worker: ``await data_transfer(...)`` waits for the result,
   ``submit_transfer(...)`` / ``wait_transfer(job_id)`` split the two through a durable
   completion queue that another process can also collect from;
-- offers live feeds (``watch_network``, ``watch_resources``, ``watch_transfers``).
+- offers live feeds (``watch_network``, ``watch_resources``, ``watch_transfers``,
+  ``watch_progress``).
 
 It starts no thread. It owns two tasks at most (the event pump and the completion-queue
 collector), both cancelled and awaited on exit; every other wait happens in the caller's

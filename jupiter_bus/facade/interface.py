@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from ..errors import InterfaceClosed
-from ..messages import LinkCost, ResourceSample, TransferEngine, TransferResult
+from ..messages import LinkCost, ResourceSample, TransferEngine, TransferProgress, TransferResult
 from ..state import NetworkData, NetworkState, ResourceData, ResourceState
 from ..topology import check_node
 from ..transport import Transport, connect
@@ -385,6 +385,28 @@ class JupiterInterface:
         """
         self._check_open()
         return self._watches.watch_transfers(node=node, max_pending=max_pending)
+
+    def watch_progress(
+        self, *, node: str | None = None, max_pending: int = 10_000
+    ) -> Watch[TransferProgress]:
+        """Live progress of running transfers (``transfer.progress.*``), optionally of
+        one executing ``node``.
+
+        Workers send one event when a copy starts (``bytes_done`` 0) and then at most one
+        every ``progress_interval`` seconds (a worker option) until the result, which
+        :meth:`watch_transfers` or :meth:`wait_transfer` deliver. Coalesced per job while
+        the reader is behind (the latest progress of each job is kept), at most
+        ``max_pending`` jobs (the oldest dropped). Progress is best effort: use it to show
+        how far a copy got, not to learn that it ended.
+
+        Example::
+
+            async with bus.watch_progress(node="node1") as progress:
+                async for p in progress:
+                    print(p.request_id, p.bytes_done, "of", p.bytes_total)
+        """
+        self._check_open()
+        return self._watches.watch_progress(node=node, max_pending=max_pending)
 
     # -- transfers -------------------------------------------------------------------------
 

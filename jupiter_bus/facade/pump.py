@@ -2,13 +2,14 @@
 
 The pump owns the interface's subscription to ``jupiter.events`` and the task that reads
 it, and asks for snapshots into it (the answers are sent to that subscription's queue).
-Events (``resource``, ``network.cost``, ``network.batch``, ``transfer.result``) are
-decoded (bad ones dead-lettered) and applied to :class:`~jupiter_bus.state.NetworkState`
-and :class:`~jupiter_bus.state.ResourceState`, offered to the interface's watches, and
-transfer results handed to whoever waits for them. Snapshot answers come through the same
-feed (sent straight to its queue, by the default exchange) and are applied the same way,
-except that an answer older than what a live update already brought is skipped
-(:func:`jupiter_bus.snapshot.superseded`).
+Events (``resource``, ``network.cost``, ``network.batch``, ``transfer.result``,
+``transfer.progress``) are decoded (bad ones dead-lettered) and applied to
+:class:`~jupiter_bus.state.NetworkState` and :class:`~jupiter_bus.state.ResourceState`,
+offered to the interface's watches, and transfer results handed to whoever waits for
+them; progress events only go to the progress watches, if any. Snapshot answers come
+through the same feed (sent straight to its queue, by the default exchange) and are
+applied the same way, except that an answer older than what a live update already
+brought is skipped (:func:`jupiter_bus.snapshot.superseded`).
 
 Example::
 
@@ -31,7 +32,7 @@ from typing import Final, NoReturn
 
 from ..batch import LinkBatch
 from ..errors import InterfaceClosed, TransportError
-from ..messages import LinkCost, ResourceSample, TransferResult
+from ..messages import LinkCost, ResourceSample, TransferProgress, TransferResult
 from ..receive import decoded_events_and_batches
 from ..snapshot import ask, superseded
 from ..state import NetworkState, ResourceState
@@ -43,7 +44,13 @@ __all__ = ["EVENT_PATTERNS", "EventPump"]
 
 log = logging.getLogger(__name__)
 
-EVENT_PATTERNS: Final = ("resource.*", "network.*.*", "network-batch.*", "transfer.done.*")
+EVENT_PATTERNS: Final = (
+    "resource.*",
+    "network.*.*",
+    "network-batch.*",
+    "transfer.done.*",
+    "transfer.progress.*",
+)
 """What the facade follows on ``jupiter.events``."""
 _YIELD_EVERY: Final = 256  # events handled before the pump lets other tasks run
 
@@ -171,6 +178,7 @@ class EventPump:
         network_watches = self._watches.network
         resource_watches = self._watches.resources
         transfer_watches = self._watches.transfers
+        progress_watches = self._watches.progress
         handled = 0
         async for envelope, message in decoded_events_and_batches(transport, subscription):
             handled += 1
@@ -207,4 +215,7 @@ class EventPump:
                 if transfer_watches:
                     for transfer_watch in transfer_watches:
                         transfer_watch.offer(message)
+            elif isinstance(message, TransferProgress):
+                for progress_watch in progress_watches:
+                    progress_watch.offer(message)
         raise TransportError("the event subscription ended")

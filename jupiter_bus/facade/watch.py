@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from ..messages import LinkCost, ResourceSample, TransferResult
+from ..messages import LinkCost, ResourceSample, TransferProgress, TransferResult
 
 __all__ = ["Watch", "Watches"]
 
@@ -32,8 +32,8 @@ class Watch(Generic[T]):
     """A live feed of updates: an async iterator, best used as an async context manager.
 
     While the consumer is behind, only the latest update per key is kept (per link for
-    network costs, per node for resources, per job for transfer results; transfer
-    feeds also hold at most ``max_pending`` jobs, dropping the oldest), so a slow
+    network costs, per node for resources, per job for transfer results and progress;
+    transfer feeds also hold at most ``max_pending`` jobs, dropping the oldest), so a slow
     consumer costs bounded memory and always reads current values. ``coalesced`` and
     ``dropped`` count what it skipped. The feed ends when the interface closes.
 
@@ -143,8 +143,9 @@ class Watch(Generic[T]):
 class Watches:
     """One interface's live feeds, by kind: what the event pump offers each update to.
 
-    ``network``, ``resources`` and ``transfers`` are weak sets (a dropped watch leaves on
-    its own); the ``watch_*`` methods make a registered :class:`Watch` with its filter.
+    ``network``, ``resources``, ``transfers`` and ``progress`` are weak sets (a dropped
+    watch leaves on its own); the ``watch_*`` methods make a registered :class:`Watch`
+    with its filter.
 
     Example::
 
@@ -154,12 +155,13 @@ class Watches:
             watch.offer(sample)
     """
 
-    __slots__ = ("network", "resources", "transfers")
+    __slots__ = ("network", "progress", "resources", "transfers")
 
     def __init__(self) -> None:
         self.network: weakref.WeakSet[Watch[LinkCost]] = weakref.WeakSet()
         self.resources: weakref.WeakSet[Watch[ResourceSample]] = weakref.WeakSet()
         self.transfers: weakref.WeakSet[Watch[TransferResult]] = weakref.WeakSet()
+        self.progress: weakref.WeakSet[Watch[TransferProgress]] = weakref.WeakSet()
 
     def watch_network(
         self,
@@ -196,12 +198,21 @@ class Watches:
         accept = None if node is None else (lambda m: m.node == node)
         return Watch(self.transfers, _job_key, accept, max_pending)
 
+    def watch_progress(
+        self, *, node: str | None = None, max_pending: int = 10_000
+    ) -> Watch[TransferProgress]:
+        """A feed of the progress of transfers run by ``node`` (``None``: all), latest per
+        job, bounded."""
+        accept = None if node is None else (lambda m: m.node == node)
+        return Watch(self.progress, _progress_key, accept, max_pending)
+
     def end_all(self, error: BaseException | None) -> None:
         """End every feed (raising ``error`` once drained, when given)."""
         registries: tuple[weakref.WeakSet[Any], ...] = (
             self.network,
             self.resources,
             self.transfers,
+            self.progress,
         )
         for registry in registries:
             for watch in list(registry):
@@ -225,3 +236,7 @@ def _node_key(sample: ResourceSample) -> Hashable:
 
 def _job_key(result: TransferResult) -> Hashable:
     return result.request_id
+
+
+def _progress_key(progress: TransferProgress) -> Hashable:
+    return progress.request_id

@@ -1,4 +1,4 @@
-"""The message contract of jupiter-bus: four message types and their one JSON codec.
+"""The message contract of jupiter-bus: its message types and their one JSON codec.
 
 Every body on the bus is a UTF-8 JSON object with ``v`` (the schema version, 1),
 ``type``, ``id`` (a UUID string) and ``ts`` (the producer's clock, UTC epoch seconds),
@@ -11,6 +11,7 @@ plus the fields of its type (DESIGN section 3; ``docs/messages.md`` for other la
 ``network.cost``          :class:`LinkCost`           ``network.<src>.<dst>``
 ``transfer.request``      :class:`TransferRequest`    (``jupiter.transfers``, ``<node>``)
 ``transfer.result``       :class:`TransferResult`     ``transfer.done.<node>``
+``transfer.progress``     :class:`TransferProgress`   ``transfer.progress.<node>``
 ========================  ==========================  ============================
 
 Messages are frozen, slotted dataclasses that validate themselves on construction, so
@@ -45,6 +46,7 @@ from .classes import (
     Message,
     ResourceSample,
     TransferError,
+    TransferProgress,
     TransferRequest,
     TransferResult,
 )
@@ -81,6 +83,7 @@ __all__ = [
     "ResourceSample",
     "TransferEngine",
     "TransferError",
+    "TransferProgress",
     "TransferRequest",
     "TransferResult",
     "decode",

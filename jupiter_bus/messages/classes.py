@@ -1,4 +1,4 @@
-"""The four message types of the contract, as frozen dataclasses that check themselves.
+"""The message types of the contract, as frozen dataclasses that check themselves.
 
 A message is validated on construction, so an invalid one cannot be built, whether it
 comes from Python code or (through :func:`~jupiter_bus.messages.decode`) from the wire.
@@ -62,6 +62,7 @@ __all__ = [
     "Message",
     "ResourceSample",
     "TransferError",
+    "TransferProgress",
     "TransferRequest",
     "TransferResult",
 ]
@@ -375,10 +376,60 @@ class TransferResult(_Envelope):
             raise MessageError("must be absent when ok is true", field="error")
 
 
-Message: TypeAlias = ResourceSample | LinkCost | TransferRequest | TransferResult
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferProgress(_Envelope):
+    """How far a running transfer got, published on ``transfer.progress.<node>``.
+
+    An event, not a record: workers publish one when a copy starts (``bytes_done`` 0)
+    and at most one every ``progress_interval`` seconds while bytes flow, never after
+    the job's :class:`TransferResult`. ``bytes_total`` is absent when the size is
+    unknown; ``bytes_done`` may not exceed it.
+
+    Example::
+
+        >>> req_id = "9d2f4e61-7a3b-4c8d-9e0f-1a2b3c4d5e6f"
+        >>> TransferProgress(request_id=req_id, node="node1", bytes_done=524_288,
+        ...                  bytes_total=1_048_576).bytes_total
+        1048576
+        >>> TransferProgress(request_id=req_id, node="node1", bytes_done=2, bytes_total=1)
+        Traceback (most recent call last):
+        ...
+        jupiter_bus.errors.MessageError: bytes_done: must not exceed bytes_total (2 > 1)
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = "transfer.progress"
+
+    request_id: str
+    """``id`` of the request being carried out."""
+    node: str
+    """The node executing the transfer."""
+    bytes_done: int
+    """Bytes copied so far."""
+    bytes_total: int | None = None
+    """Bytes to copy in all (the source's size); absent: unknown."""
+
+    _CHECKS: ClassVar[_Checks] = (
+        *_Envelope._ENVELOPE,
+        ("request_id", _uuid),
+        ("node", _node),
+        ("bytes_done", _count),
+        ("bytes_total", _optional(_count)),
+    )
+
+    def _check_together(self) -> None:
+        total = self.bytes_total
+        if total is not None and self.bytes_done > total:
+            raise MessageError(
+                f"must not exceed bytes_total ({self.bytes_done!r} > {total!r})",
+                field="bytes_done",
+            )
+
+
+Message: TypeAlias = ResourceSample | LinkCost | TransferRequest | TransferResult | TransferProgress
 """Any message of the contract."""
 
 MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
-    cls.MESSAGE_TYPE: cls for cls in (ResourceSample, LinkCost, TransferRequest, TransferResult)
+    cls.MESSAGE_TYPE: cls
+    for cls in (ResourceSample, LinkCost, TransferRequest, TransferResult, TransferProgress)
 }
 """The message classes by their wire ``type``."""

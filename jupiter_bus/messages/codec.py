@@ -30,6 +30,7 @@ from .classes import (
     LinkCost,
     Message,
     ResourceSample,
+    TransferProgress,
     TransferRequest,
     TransferResult,
 )
@@ -40,7 +41,7 @@ __all__ = ["SCHEMA_VERSION", "decode", "encode", "redact"]
 SCHEMA_VERSION: Final = 1
 """The ``v`` written on every body; a reader refuses a higher one."""
 
-_M = TypeVar("_M", ResourceSample, LinkCost, TransferRequest, TransferResult)
+_M = TypeVar("_M", ResourceSample, LinkCost, TransferRequest, TransferResult, TransferProgress)
 
 
 _WireField: TypeAlias = tuple[str, bool, Any, _Check]
