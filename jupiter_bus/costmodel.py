@@ -9,10 +9,11 @@ wrong and this module guards against:
   stalled transfer does not bend the curve), and weighted by 1/cost, so every size is
   predicted with a similar *relative* error (a 1 KB and a 10 MB transfer both matter);
   ``r2`` is measured on that same relative scale;
-- parameters that predict a negative or decreasing cost anywhere from size 0 to the
-  largest probed size are never returned (schedulers evaluate the model at any size):
-  the fit first pins a negative intercept at 0, then falls back to non-negative
-  coefficients (``constrained``; ``linear`` when ``a`` is 0);
+- parameters that predict a negative or decreasing cost at any size are never
+  returned (schedulers evaluate the model at any size, also beyond the largest
+  probe): ``a``, ``b`` and ``c`` are all non-negative. The fit first pins a negative
+  intercept at 0, then falls back to non-negative coefficients (``constrained``;
+  ``linear`` when ``a`` is 0);
 - failed transfers never become samples (callers add successful ones only) and old
   samples leave the window (:class:`LinkModel`).
 
@@ -23,7 +24,7 @@ Example::
     ...     model.add(kbit, ms, ts=0.0)
     >>> fitted = model.fit()
     >>> round(fitted.cost_ms(8000))
-    52
+    51
 """
 
 from __future__ import annotations
@@ -107,10 +108,14 @@ def _nonnegative(design: FloatArray, y: FloatArray, weights: FloatArray) -> Floa
     return best if best is not None else np.zeros(design.shape[1])
 
 
-def _valid(a: float, b: float, c: float, lo: float, hi: float) -> bool:
-    """Non-negative and non-decreasing on [lo, hi] (the slope is linear: check the ends)."""
-    slope_ok = 2 * a * lo + b >= 0 and 2 * a * hi + b >= 0
-    return slope_ok and (a * lo + b) * lo + c >= 0 and all(map(math.isfinite, (a, b, c)))
+def _valid(a: float, b: float, c: float) -> bool:
+    """Non-negative and non-decreasing at every size >= 0, i.e. ``a, b, c >= 0``.
+
+    A negative ``a`` may fit the probed range well, but its curve turns down beyond
+    its vertex: a file four times the largest probe came out at a third of its real
+    cost in the demo, and a large enough one would cost less than nothing.
+    """
+    return a >= 0 and b >= 0 and c >= 0 and all(map(math.isfinite, (a, b, c)))
 
 
 def fit(size_kbit: npt.ArrayLike, cost_ms: npt.ArrayLike) -> Fit | None:
@@ -118,7 +123,7 @@ def fit(size_kbit: npt.ArrayLike, cost_ms: npt.ArrayLike) -> Fit | None:
 
     Example::
 
-        >>> fit([8, 8000, 80000], [40.0, 50.0, 130.0]).model
+        >>> fit([8, 8000, 80000], [40.0, 50.0, 160.0]).model
         'quadratic'
         >>> fit([8, 8, 8000], [40.0, 41.0, 50.0]) is None
         True
@@ -141,14 +146,14 @@ def fit(size_kbit: npt.ArrayLike, cost_ms: npt.ArrayLike) -> Fit | None:
     (qa, qb, qc), _ = _weighted_lstsq(design, y, weights)
     a, b, c = qa / scale**2, qb / scale, qc
     model: Model = "quadratic"
-    # Valid from size 0, not just over the probed range: schedulers evaluate the model
-    # at any size, and a 1 KB file must never come out with a negative cost.
-    if not _valid(a, b, c, 0.0, hi) and c < 0:
+    # Valid at every size, not just over the probed range: schedulers evaluate the
+    # model at any size, and neither a 1 KB nor a 1 GB file may come out wrong-way.
+    if not _valid(a, b, c) and c < 0:
         # Most often only the intercept came out negative: pin it at zero first.
         (qa, qb), _ = _weighted_lstsq(design[:, :2], y, weights)
         a, b, c = qa / scale**2, qb / scale, 0.0
         model = "constrained"
-    if not _valid(a, b, c, 0.0, hi):
+    if not _valid(a, b, c):
         qa, qb, qc = _nonnegative(design, y, weights)
         a, b, c = qa / scale**2, qb / scale, qc
         model = "linear" if a == 0.0 else "constrained"

@@ -132,6 +132,7 @@ class DemoCluster:
                 "allow_roots": [str(self.root(node))],
                 "state_dir": str(state),
                 "max_attempts": 2,
+                "progress_interval": 0.1,  # the demo's transfers last a fraction of a second
             },
             "network": {
                 "default_user": node,  # the demo's servers know a node by its name

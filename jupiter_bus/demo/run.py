@@ -145,9 +145,15 @@ async def _follow(bus: JupiterInterface, board: Board, nodes: Sequence[str]) -> 
             async for cost in updates:
                 board.on_link(cost)
 
+    async def progress() -> None:
+        async with bus.watch_progress() as updates:  # the board knows its own jobs
+            async for update in updates:
+                board.on_progress(update.request_id, update.bytes_done)
+
     async with asyncio.TaskGroup() as group:
         group.create_task(resources())
         group.create_task(links())
+        group.create_task(progress())
 
 
 def _payload(path: Path, size: int) -> None:
