@@ -48,6 +48,8 @@ from .errors import (
 from .facade import JupiterInterface
 from .messages import (
     LinkCost,
+    ProfileRequest,
+    ProfileResult,
     ResourceSample,
     TransferError,
     TransferProgress,
@@ -77,6 +79,8 @@ __all__ = [
     "NoReply",
     "NotFound",
     "PermissionDenied",
+    "ProfileRequest",
+    "ProfileResult",
     "ProviderError",
     "RemoteError",
     "RequestTimeout",

@@ -30,6 +30,8 @@ from jupiter_bus.messages import (
     MESSAGE_TYPES,
     LinkCost,
     Message,
+    ProfileRequest,
+    ProfileResult,
     ResourceSample,
     TransferError,
     TransferProgress,
@@ -254,8 +256,51 @@ def transfer_progresses(draw: st.DrawFn) -> TransferProgress:
     )
 
 
+profile_requests = st.builds(
+    ProfileRequest,
+    **envelope,
+    src=node_names,
+    dst=node_names,
+    sizes_kb=st.none()
+    | st.lists(
+        st.integers(min_value=1, max_value=messages.MAX_PROFILE_KB), min_size=1, max_size=16
+    ),
+    repeats=st.integers(min_value=1, max_value=messages.MAX_PROFILE_REPEATS),
+)
+
+
+@st.composite
+def profile_results(draw: st.DrawFn) -> ProfileResult:
+    ok = draw(st.booleans())
+    fitted = draw(st.booleans())
+    points = draw(
+        st.lists(st.tuples(non_negative, non_negative), min_size=1 if ok else 0, max_size=20)
+    )
+    return ProfileResult(
+        id=draw(uuids),
+        ts=draw(non_negative),
+        request_id=draw(uuids),
+        src=draw(node_names),
+        dst=draw(node_names),
+        ok=ok,
+        points=tuple(points),
+        a=draw(finite) if fitted else None,
+        b=draw(finite) if fitted else None,
+        c=draw(finite) if fitted else None,
+        r2=draw(finite) if fitted else None,
+        model=draw(st.none() | st.sampled_from(sorted(messages.COST_MODELS))),
+        reason=draw(texts.filter(bool)) if not ok else draw(st.none() | texts.filter(bool)),
+    )
+
+
 any_message = st.one_of(
-    resource_samples, link_costs(), transfer_requests, transfer_results(), transfer_progresses()
+    resource_samples,
+    link_costs(),
+    transfer_requests,
+    transfer_results(),
+    transfer_progresses(),
+    profile_requests,
+    profile_results(),
 )
 
 json_values = st.recursive(
@@ -387,6 +432,8 @@ def _kind(hint: Any) -> str:
         return "str"
     if base is TransferError:
         return "object"
+    if typing.get_origin(base) is tuple:
+        return "array"
     return {str: "str", int: "int", float: "float", bool: "bool"}[base]
 
 
@@ -400,6 +447,7 @@ WRONG_KIND: dict[str, list[Any]] = {
     "float": ["1.0", "NaN", "Infinity", True, [], {}],
     "bool": [0, 1, "true", [], {}],
     "object": [0, "auth", True, []],
+    "array": [0, "16", True, {}],
 }
 HUGE: dict[str, list[Any]] = {
     "str": ["x" * (MAX_PATH_LEN + 1)],
@@ -407,6 +455,7 @@ HUGE: dict[str, list[Any]] = {
     "float": [],
     "bool": [],
     "object": [],
+    "array": [],
 }
 
 
@@ -469,6 +518,10 @@ def test_a_removed_field_is_named_when_required(picked: tuple[Message, str]) -> 
         field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
     )
     if name == "error" and isinstance(msg, TransferResult) and not msg.ok:
+        required = True
+    if isinstance(msg, ProfileResult) and (
+        (name == "reason" and not msg.ok) or (name == "points" and msg.ok)
+    ):
         required = True
     result = _decoded_or_error(orjson.dumps(wire))
     if required:

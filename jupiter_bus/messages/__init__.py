@@ -12,6 +12,8 @@ plus the fields of its type (DESIGN section 3; ``docs/messages.md`` for other la
 ``transfer.request``      :class:`TransferRequest`    (``jupiter.transfers``, ``<node>``)
 ``transfer.result``       :class:`TransferResult`     ``transfer.done.<node>``
 ``transfer.progress``     :class:`TransferProgress`   ``transfer.progress.<node>``
+``profile.request``       :class:`ProfileRequest`     ``profile.request.<src>`` (request)
+``profile.result``        :class:`ProfileResult`      (the request's ``reply_to``)
 ========================  ==========================  ============================
 
 Messages are frozen, slotted dataclasses that validate themselves on construction, so
@@ -41,9 +43,15 @@ upgrade jupiter-bus
 from __future__ import annotations
 
 from .classes import (
+    MAX_PROFILE_KB,
+    MAX_PROFILE_POINTS,
+    MAX_PROFILE_REPEATS,
+    MAX_PROFILE_SIZES,
     MESSAGE_TYPES,
     LinkCost,
     Message,
+    ProfileRequest,
+    ProfileResult,
     ResourceSample,
     TransferError,
     TransferProgress,
@@ -72,6 +80,10 @@ __all__ = [
     "MAX_NAME_LEN",
     "MAX_NODE_NAME_LEN",
     "MAX_PATH_LEN",
+    "MAX_PROFILE_KB",
+    "MAX_PROFILE_POINTS",
+    "MAX_PROFILE_REPEATS",
+    "MAX_PROFILE_SIZES",
     "MAX_TEXT_LEN",
     "MESSAGE_TYPES",
     "SCHEMA_VERSION",
@@ -80,6 +92,8 @@ __all__ = [
     "ErrorKind",
     "LinkCost",
     "Message",
+    "ProfileRequest",
+    "ProfileResult",
     "ResourceSample",
     "TransferEngine",
     "TransferError",

@@ -57,9 +57,15 @@ from .fields import (
 )
 
 __all__ = [
+    "MAX_PROFILE_KB",
+    "MAX_PROFILE_POINTS",
+    "MAX_PROFILE_REPEATS",
+    "MAX_PROFILE_SIZES",
     "MESSAGE_TYPES",
     "LinkCost",
     "Message",
+    "ProfileRequest",
+    "ProfileResult",
     "ResourceSample",
     "TransferError",
     "TransferProgress",
@@ -425,11 +431,164 @@ class TransferProgress(_Envelope):
             )
 
 
-Message: TypeAlias = ResourceSample | LinkCost | TransferRequest | TransferResult | TransferProgress
+MAX_PROFILE_SIZES: Final = 16
+"""Most sizes one :class:`ProfileRequest` may ask for."""
+MAX_PROFILE_REPEATS: Final = 10
+"""Most repeats of each size one :class:`ProfileRequest` may ask for."""
+MAX_PROFILE_KB: Final = 1_000_000
+"""Largest probe one :class:`ProfileRequest` may ask for, KB (1 GB)."""
+MAX_PROFILE_POINTS: Final = MAX_PROFILE_SIZES * MAX_PROFILE_REPEATS
+
+
+def _sizes_kb(value: Any, name: str) -> tuple[int, ...]:
+    """1 to :data:`MAX_PROFILE_SIZES` probe sizes in KB, each 1 to :data:`MAX_PROFILE_KB`."""
+    if type(value) not in (list, tuple) or not 1 <= len(value) <= MAX_PROFILE_SIZES:
+        raise MessageError(
+            f"must be a list of 1 to {MAX_PROFILE_SIZES} sizes in KB, got {_describe(value)}",
+            field=name,
+        )
+    check = _int_in(1, MAX_PROFILE_KB)
+    return tuple(check(item, f"{name}[{i}]") for i, item in enumerate(value))
+
+
+def _points(value: Any, name: str) -> tuple[tuple[float, float], ...]:
+    """Measured ``[size_kbit, cost_ms]`` pairs, both finite and >= 0."""
+    if type(value) not in (list, tuple) or len(value) > MAX_PROFILE_POINTS:
+        raise MessageError(
+            f"must be a list of at most {MAX_PROFILE_POINTS} [size_kbit, cost_ms] pairs, "
+            f"got {_describe(value)}",
+            field=name,
+        )
+    check = _float_in(0.0)
+    points = []
+    for i, pair in enumerate(value):
+        if type(pair) not in (list, tuple) or len(pair) != 2:
+            raise MessageError(
+                f"must be a [size_kbit, cost_ms] pair, got {_describe(pair)}", field=f"{name}[{i}]"
+            )
+        points.append((check(pair[0], f"{name}[{i}][0]"), check(pair[1], f"{name}[{i}][1]")))
+    return tuple(points)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileRequest(_Envelope):
+    """Ask node ``src``'s network profiler to measure its link to ``dst`` now.
+
+    A request (with ``reply_to``) on ``profile.request.<src>``; answered by a
+    :class:`ProfileResult`. ``sizes_kb`` absent: the profiler's own probe sizes;
+    each size is sent ``repeats`` times, one after the other, after one unrecorded
+    warm-up. The probes also become samples of the link's running fit.
+
+    Example::
+
+        >>> ProfileRequest(src="node1", dst="node2", sizes_kb=[16, 256, 4096]).sizes_kb
+        (16, 256, 4096)
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = "profile.request"
+
+    src: str
+    """The measuring node (whose worker sends the probes)."""
+    dst: str
+    """The peer whose link from ``src`` is measured."""
+    sizes_kb: tuple[int, ...] | None = None
+    """Probe sizes, KB (1000 bytes); absent: the profiler's ``probe_sizes_kb``."""
+    repeats: int = 1
+    """How often each size is sent (1 to 10)."""
+
+    _CHECKS: ClassVar[_Checks] = (
+        *_Envelope._ENVELOPE,
+        ("src", _node),
+        ("dst", _node),
+        ("sizes_kb", _optional(_sizes_kb)),
+        ("repeats", _int_in(1, MAX_PROFILE_REPEATS)),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileResult(_Envelope):
+    """What one :class:`ProfileRequest` measured: its points and their fit.
+
+    ``points`` are ``(size_kbit, cost_ms)`` of each successful probe of the round;
+    ``a``, ``b``, ``c``, ``r2`` and ``model`` are the fit of those points alone
+    (present when they span at least three sizes). ``ok`` false: ``reason`` says why
+    (unknown peer, every probe failed, ...).
+
+    Example::
+
+        >>> req_id = "9d2f4e61-7a3b-4c8d-9e0f-1a2b3c4d5e6f"
+        >>> result = ProfileResult(request_id=req_id, src="node1", dst="node2", ok=True,
+        ...                        points=[[128.0, 14.2], [1024.0, 31.0], [4096.0, 92.5]],
+        ...                        a=0.0, b=0.0198, c=11.6, r2=0.999, model="linear")
+        >>> result.points[0]
+        (128.0, 14.2)
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = "profile.result"
+
+    request_id: str
+    """``id`` of the request answered."""
+    src: str
+    dst: str
+    ok: bool
+    points: tuple[tuple[float, float], ...] = ()
+    """``(size_kbit, cost_ms)`` of each successful probe, in the order sent."""
+    a: float | None = None
+    b: float | None = None
+    c: float | None = None
+    r2: float | None = None
+    model: CostModel | None = None
+    reason: str | None = None
+    """Why the round failed, or which probes did (never a secret)."""
+
+    _CHECKS: ClassVar[_Checks] = (
+        *_Envelope._ENVELOPE,
+        ("request_id", _uuid),
+        ("src", _node),
+        ("dst", _node),
+        ("ok", _bool),
+        ("points", _points),
+        ("a", _optional(_finite)),
+        ("b", _optional(_finite)),
+        ("c", _optional(_finite)),
+        ("r2", _optional(_finite)),
+        ("model", _optional(_one_of(COST_MODELS))),
+        ("reason", _optional(_text(MAX_TEXT_LEN, nul=True))),
+    )
+
+    def _check_together(self) -> None:
+        if not self.ok and self.reason is None:
+            raise MessageError("is required when ok is false", field="reason")
+        if self.ok and not self.points:
+            raise MessageError("must hold at least one point when ok is true", field="points")
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the result carries a whole fit (``a``, ``b``, ``c`` and ``r2``)."""
+        return None not in (self.a, self.b, self.c, self.r2)
+
+
+Message: TypeAlias = (
+    ResourceSample
+    | LinkCost
+    | TransferRequest
+    | TransferResult
+    | TransferProgress
+    | ProfileRequest
+    | ProfileResult
+)
 """Any message of the contract."""
 
 MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
     cls.MESSAGE_TYPE: cls
-    for cls in (ResourceSample, LinkCost, TransferRequest, TransferResult, TransferProgress)
+    for cls in (
+        ResourceSample,
+        LinkCost,
+        TransferRequest,
+        TransferResult,
+        TransferProgress,
+        ProfileRequest,
+        ProfileResult,
+    )
 }
 """The message classes by their wire ``type``."""

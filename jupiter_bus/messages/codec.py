@@ -29,6 +29,8 @@ from .classes import (
     MESSAGE_TYPES,
     LinkCost,
     Message,
+    ProfileRequest,
+    ProfileResult,
     ResourceSample,
     TransferProgress,
     TransferRequest,
@@ -41,7 +43,16 @@ __all__ = ["SCHEMA_VERSION", "decode", "encode", "redact"]
 SCHEMA_VERSION: Final = 1
 """The ``v`` written on every body; a reader refuses a higher one."""
 
-_M = TypeVar("_M", ResourceSample, LinkCost, TransferRequest, TransferResult, TransferProgress)
+_M = TypeVar(
+    "_M",
+    ResourceSample,
+    LinkCost,
+    TransferRequest,
+    TransferResult,
+    TransferProgress,
+    ProfileRequest,
+    ProfileResult,
+)
 
 
 _WireField: TypeAlias = tuple[str, bool, Any, _Check]
