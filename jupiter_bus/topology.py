@@ -31,6 +31,7 @@ __all__ = [
     "check_node",
     "network_batch_key",
     "network_key",
+    "profile_key",
     "resource_key",
     "transfer_done_key",
     "transfer_progress_key",
@@ -83,6 +84,17 @@ def network_key(src: str, dst: str) -> str:
 def network_batch_key(node: str) -> str:
     """Routing key of the ``network.batch`` events a node publishes (its own links)."""
     return f"network-batch.{check_node(node)}"
+
+
+def profile_key(node: str) -> str:
+    """Routing key of the on-demand profiling requests to ``node``'s network profiler.
+
+    Example::
+
+        >>> profile_key("node1")
+        'profile.request.node1'
+    """
+    return f"profile.request.{check_node(node)}"
 
 
 def transfer_done_key(node: str) -> str:

@@ -37,10 +37,12 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 from jupiter_bus.backoff import Backoff
-from jupiter_bus.costmodel import Fit, LinkModel, kbit
+from jupiter_bus.costmodel import Fit, LinkModel, fit, kbit
 from jupiter_bus.errors import ConfigError, JupiterBusError
 from jupiter_bus.messages import (
     LinkCost,
+    ProfileRequest,
+    ProfileResult,
     ResourceSample,
     TransferEngine,
     TransferRequest,
@@ -51,7 +53,7 @@ from jupiter_bus.messages import (
 from jupiter_bus.options import HOST, NODE_NAME, USER_NAME, Options, option
 from jupiter_bus.plugins import NodeContext, Provider, TransferSample, wait_or_stop
 from jupiter_bus.receive import decoded_events
-from jupiter_bus.topology import TRANSFERS_EXCHANGE, network_key
+from jupiter_bus.topology import TRANSFERS_EXCHANGE, network_key, profile_key
 
 from .transfer import default_state_dir
 
@@ -249,6 +251,7 @@ class NetworkProvider(Provider):
             peer.configured = True
             self.peers[peer.node] = peer
         self._probe_ids: set[str] = set()
+        self._probing = asyncio.Lock()
         self.probes_sent = 0
         self.probe_failures = 0
         self.probes_deferred = 0
@@ -353,11 +356,13 @@ class NetworkProvider(Provider):
                 plan.append((peer, size))
         return plan
 
-    async def probe(self, peer: Peer, size: int, *, record: bool = True) -> bool:
+    async def probe(self, peer: Peer, size: int, *, record: bool = True) -> float | None:
         """Send one probe through this node's transfer worker; record it if it succeeded.
 
-        ``record=False`` sends a warm-up: it opens the worker's pooled SSH connection,
-        whose setup (about 100 ms) would otherwise be counted in the first probe.
+        Returns the probe's time in ms when it succeeded in one attempt (a clean
+        sample), else None. ``record=False`` sends a warm-up: it opens the worker's
+        pooled SSH connection, whose setup (about 100 ms) would otherwise be counted
+        in the first probe.
         """
         job = str(uuid.uuid4())
         self._probe_ids.add(job)
@@ -388,18 +393,23 @@ class NetworkProvider(Provider):
                 )
             result = decode(reply.body, TransferResult)
         except JupiterBusError as exc:
-            return self._failed(peer, f"probe not answered: {exc}")
+            self._failed(peer, f"probe not answered: {exc}")
+            return None
         finally:
             self._probe_ids.discard(job)
         if not result.ok or result.error is not None:
             error = result.error
-            return self._failed(peer, f"{error.kind}: {error.message}" if error else "failed")
-        # the worker's time for a single-attempt probe is the copy itself
-        if record and result.attempts == 1:
-            peer.model.add(kbit(result.bytes), result.seconds * 1000, ts=time.time())
+            self._failed(peer, f"{error.kind}: {error.message}" if error else "failed")
+            return None
         peer.failures = 0
         peer.last_error = None
-        return True
+        if result.attempts != 1:
+            return None  # a retried copy's time is not the link's
+        # the worker's time for a single-attempt probe is the copy itself
+        ms = result.seconds * 1000
+        if record:
+            peer.model.add(kbit(result.bytes), ms, ts=time.time())
+        return ms
 
     def _link_busy(self, peer: Peer) -> bool:
         """Whether this node's worker is sending real traffic to ``peer`` right now.
@@ -413,7 +423,7 @@ class NetworkProvider(Provider):
             return True
         return False
 
-    def _failed(self, peer: Peer, reason: str) -> bool:
+    def _failed(self, peer: Peer, reason: str) -> None:
         peer.failures += 1
         peer.last_error = reason
         self.probe_failures += 1
@@ -426,7 +436,6 @@ class NetworkProvider(Provider):
             reason,
             backoff,
         )
-        return False
 
     # -- publishing ---------------------------------------------------------------
 
@@ -505,23 +514,13 @@ class NetworkProvider(Provider):
         """Probe, fit and publish in jittered rounds until ``stopping``."""
         unlisten = self.context.samples.listen(self._on_transfer)
         watcher = asyncio.create_task(self._watch_resources()) if self.default_user else None
+        profiles = asyncio.create_task(self._serve_profiles(), name="profile requests")
         try:
             wait = random.uniform(0, self.jitter * self.interval)  # spread the first round
             while not await wait_or_stop(stopping, wait):
                 sent: dict[str, int] = {}
-                busy: set[str] = set()
-                for peer, size in self.plan_round():
-                    if stopping.is_set():
-                        break
-                    if peer.node in busy or self._link_busy(peer):
-                        busy.add(peer.node)  # real traffic on it: measured passively
-                        continue
-                    if peer.node not in sent:
-                        sent[peer.node] = WARM_UP_BYTES
-                        await self.probe(peer, WARM_UP_BYTES, record=False)
-                    if time.monotonic() >= peer.next_probe_at:  # not failed this round
-                        sent[peer.node] += size
-                        await self.probe(peer, size)
+                async with self._probing:  # one round or on-demand profile at a time
+                    await self._round(stopping, sent)
                 await self.publish_changes()
                 self._log_round(sent)
                 errors = {p.node: p.last_error for p in self.peers.values() if p.last_error}
@@ -533,6 +532,105 @@ class NetworkProvider(Provider):
                 wait = self.interval * random.uniform(1 - self.jitter, 1 + self.jitter)
         finally:
             unlisten()
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            for task in (watcher, profiles):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+    async def _round(self, stopping: asyncio.Event, sent: dict[str, int]) -> None:
+        """The probes of one round (``sent``: probe bytes per peer, filled in)."""
+        busy: set[str] = set()
+        for peer, size in self.plan_round():
+            if stopping.is_set():
+                break
+            if peer.node in busy or self._link_busy(peer):
+                busy.add(peer.node)  # real traffic on it: measured passively
+                continue
+            if peer.node not in sent:
+                sent[peer.node] = WARM_UP_BYTES
+                await self.probe(peer, WARM_UP_BYTES, record=False)
+            if time.monotonic() >= peer.next_probe_at:  # not failed this round
+                sent[peer.node] += size
+                await self.probe(peer, size)
+
+    # -- on-demand profiling ------------------------------------------------------
+
+    async def _serve_profiles(self) -> None:
+        """Answer ``profile.request.<node>`` requests (bad ones are dead-lettered)."""
+        transport = self.context.transport
+        async with transport.subscribe([profile_key(self.context.node)]) as feed:
+            async for envelope, message in decoded_events(transport, feed, ProfileRequest):
+                assert isinstance(message, ProfileRequest)
+                result = await self.profile(message)
+                try:
+                    await transport.reply(envelope, encode(result))
+                except JupiterBusError as exc:
+                    log.warning("node %s: profile answer lost: %s", self.context.node, exc)
+
+    async def profile(self, request: ProfileRequest) -> ProfileResult:
+        """Measure the link to ``request.dst`` now: a warm-up, then each size ``repeats`` times.
+
+        The probes also feed the link's running fit (published as usual). Never raises.
+
+        Example::
+
+            result = await profiler.profile(ProfileRequest(src="node1", dst="node2"))
+            result.points   # ((128.0, 14.1), (2048.0, 55.0), (32768.0, 668.0))
+        """
+
+        def refused(reason: str) -> ProfileResult:
+            return ProfileResult(
+                request_id=request.id,
+                src=request.src,
+                dst=request.dst,
+                ok=False,
+                reason=reason,
+            )
+
+        peer = self.peers.get(request.dst)
+        if request.src != self.context.node:
+            return refused(f"this is {self.context.node}'s profiler, not {request.src}'s")
+        if peer is None:
+            known = ", ".join(sorted(self.peers)) or "none yet"
+            return refused(
+                f"{self.context.node}'s profiler has no peer {request.dst} (known: {known})"
+            )
+        sizes = [kb * 1000 for kb in request.sizes_kb] if request.sizes_kb else self.probe_sizes
+        points: list[tuple[float, float]] = []
+        failed = 0
+        async with self._probing:
+            await self.probe(peer, WARM_UP_BYTES, record=False)
+            for _ in range(request.repeats):
+                for size in sizes:
+                    ms = await self.probe(peer, size)
+                    if ms is None:
+                        failed += 1
+                    else:
+                        points.append((kbit(size), ms))
+        await self.publish_changes()
+        log.info(
+            "node %s: profiled link to %s on request: %d points, %d failed",
+            self.context.node,
+            peer.node,
+            len(points),
+            failed,
+        )
+        reason = None
+        if failed:
+            reason = f"{failed} of {failed + len(points)} probes failed: {peer.last_error}"
+        if not points:
+            return refused(reason or "no probe succeeded")
+        fitted = fit([x for x, _ in points], [y for _, y in points])
+        return ProfileResult(
+            request_id=request.id,
+            src=request.src,
+            dst=request.dst,
+            ok=True,
+            points=tuple(points),
+            a=None if fitted is None else fitted.a,
+            b=None if fitted is None else fitted.b,
+            c=None if fitted is None else fitted.c,
+            r2=None if fitted is None else min(1.0, max(-1e6, fitted.r2)),
+            model=None if fitted is None else fitted.model,
+            reason=reason,
+        )

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from ..errors import BrokerRefused, BrokerUnreachable, ConfigError, JupiterBusError
 from ..interrupt import EXIT_INTERRUPTED
-from . import agent, demo, seal_key, status, transfer, watch
+from . import agent, demo, profile, seal_key, status, transfer, watch
 from .agent import run_agent
 from .console import (
     EXIT_FAILED,
@@ -44,6 +44,7 @@ COMMANDS: Final[tuple[Callable[[Any], None], ...]] = (
     agent.add,
     seal_key.add,
     status.add,
+    profile.add,
     transfer.add,
     watch.add,
 )

@@ -22,10 +22,20 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Final, Self
 
-from ..errors import InterfaceClosed
-from ..messages import LinkCost, ResourceSample, TransferEngine, TransferProgress, TransferResult
+from ..errors import InterfaceClosed, RequestTimeout, Unroutable
+from ..messages import (
+    LinkCost,
+    ProfileRequest,
+    ProfileResult,
+    ResourceSample,
+    TransferEngine,
+    TransferProgress,
+    TransferResult,
+    decode,
+    encode,
+)
 from ..state import NetworkData, NetworkState, ResourceData, ResourceState
-from ..topology import check_node
+from ..topology import EVENTS_EXCHANGE, check_node, profile_key
 from ..transport import Transport, connect
 from ..transport.base import safe_url
 from .pump import EventPump
@@ -407,6 +417,57 @@ class JupiterInterface:
         """
         self._check_open()
         return self._watches.watch_progress(node=node, max_pending=max_pending)
+
+    # -- on-demand measurement -------------------------------------------------------------
+
+    async def profile_link(
+        self,
+        src: str,
+        dst: str,
+        *,
+        sizes_kb: Iterable[int] | None = None,
+        repeats: int = 1,
+        timeout: float = 120.0,
+    ) -> ProfileResult:
+        """Have node ``src``'s network profiler measure its link to ``dst`` now.
+
+        It sends ``sizes_kb`` (default: its own probe sizes) ``repeats`` times each
+        through its transfer worker and answers with the points and their fit; the
+        probes also feed the link's running fit. A ``src`` without a network profiler
+        raises :class:`Unroutable` at once; no answer within ``timeout`` raises
+        :class:`RequestTimeout`. A failed round is returned with ``ok`` false.
+
+        Example::
+
+            result = await bus.profile_link("node1", "node2", repeats=3)
+            for size_kbit, ms in result.points:
+                ...
+        """
+        transport = self._check_open()
+        request = ProfileRequest(
+            src=src,
+            dst=dst,
+            sizes_kb=None if sizes_kb is None else tuple(sizes_kb),
+            repeats=repeats,
+        )
+        try:
+            reply = await transport.request(
+                EVENTS_EXCHANGE,
+                profile_key(src),
+                encode(request),
+                timeout=timeout,
+                persistent=False,
+                expiration=timeout,
+            )
+        except Unroutable:
+            raise Unroutable(
+                f"no network profiler serves node {src!r} (is its agent running?)"
+            ) from None
+        except RequestTimeout:
+            raise RequestTimeout(
+                f"node {src!r}'s profiler did not answer within {timeout:g} s"
+            ) from None
+        return decode(reply.body, ProfileResult)
 
     # -- transfers -------------------------------------------------------------------------
 
