@@ -190,6 +190,23 @@ def test_embed_example_reads_state_copies_and_follows_updates(broker: str) -> No
     assert lines[-1] == "done"
 
 
+@pytest.mark.amqp
+def test_legacy_example_copies_and_reads_in_jupiters_formats() -> None:
+    """The README's "Coming from Jupiter" block, run by examples/jupiter_legacy.py."""
+    lines = succeeded(run_example("jupiter_legacy", "amqp"))
+    text = result_text(lines)
+    assert re.search(r"copied 4096 bytes; node1-\w+ -> node2-\w+: \{'a': ", text)
+    assert "'ip': '127.0.0.1'" in text
+    assert re.search(r"node2-\w+: cpu [\d.]+ %, memory [\d.]+ %", text)
+    assert lines[-1] == "done"
+
+
+def test_legacy_example_says_it_needs_a_broker() -> None:
+    result = run_example("jupiter_legacy", "memory")
+    assert result.returncode == 2
+    assert "needs RabbitMQ" in result.stderr
+
+
 def test_watch_example_stops_at_its_duration_without_enough_updates() -> None:
     lines = succeeded(
         run_example("watch_network", "memory", "--count", "1000", "--duration", "0.5")
