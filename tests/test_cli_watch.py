@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
@@ -138,3 +141,44 @@ async def test_watch_plot_is_only_for_the_network(tmp_path: Path) -> None:
     )
     assert status == 2
     assert "only 'watch network'" in err
+
+
+def tmux(*args: str) -> str:
+    """Run a tmux command (with the broker's URL in its environment); its output."""
+    env = {**os.environ, "JUPITER_BUS_URL": AMQP_URL, "TERM": "xterm-256color"}
+    return subprocess.run(
+        ["tmux", *args], capture_output=True, text=True, env=env, check=False
+    ).stdout
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+async def test_watch_network_on_a_terminal_is_a_live_table(tmp_path: Path) -> None:
+    a, b = (f"w{uuid.uuid4().hex[:6]}{i}" for i in range(2))
+    session = f"jb-watch-{os.getpid()}"
+    done = tmp_path / "status"
+    command = (
+        f"{sys.executable} -m jupiter_bus watch network --src {a} --duration 8; "
+        f"echo $? > {done}; sleep 30"
+    )
+    await asyncio.to_thread(
+        tmux, "new-session", "-d", "-s", session, "-x", "150", "-y", "30", command
+    )
+    bus = await connect(AMQP_URL)
+    screens = []
+    try:
+        for i in range(30):
+            if done.exists():
+                break
+            # 8 Mbit/s: b = 1/8 ms per Kbit; the second link's update replaces its row
+            await bus.publish(EVENTS_EXCHANGE, network_key(a, b), encode(cost(a, b, 10.0 + i)))
+            await asyncio.sleep(0.5)
+            screens.append(await asyncio.to_thread(tmux, "capture-pane", "-p", "-t", session))
+    finally:
+        await bus.close()
+        await asyncio.to_thread(tmux, "kill-session", "-t", session)
+    table = [s for s in screens if "cost_ms = a x^2 + b x + c" in s and a in s]
+    assert table, screens[-1] if screens else "no screen"
+    last = table[-1]
+    assert len([line for line in last.splitlines() if a in line and b in line]) == 1  # one row
+    assert "r2" in last
+    assert re.search(r"network: 1 shown of what came, (\d+) updates", last)

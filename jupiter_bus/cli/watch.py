@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -14,12 +15,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from rich.live import Live
+
 from ..errors import ConfigError
 from ..facade import JupiterInterface
 from ..messages import LinkCost, ResourceSample, TransferProgress, TransferResult, encode
 from ..plots import link_heatmap
 from .broker_url import add_broker_arguments, resolve_broker
 from .console import command_parser, say
+from .watch_table import LiveTable
 
 __all__ = [
     "add",
@@ -52,6 +56,9 @@ def add(commands: Any) -> None:
     parser.add_argument("--dst", help="network: only links to this node")
     parser.add_argument("--node", help="resources/transfers/progress: only this node")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--lines", action="store_true", help="one line per update even on a terminal (no table)"
+    )
     parser.add_argument("--count", type=int, metavar="N", help="stop after N updates")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument(
@@ -131,16 +138,30 @@ async def _watch(args: argparse.Namespace) -> int:
     seen = 0
     if args.plot and args.what != "network":
         raise ConfigError("--plot: only 'watch network' draws a picture")
-    async with JupiterInterface(resolve_broker(args)) as jupiter, _feed(jupiter, args) as feed:
+    table = None
+    if sys.stdout.isatty() and not args.json and not args.lines:
+        table = LiveTable(args.what)
+    shown: Any = (
+        Live(get_renderable=table.render, refresh_per_second=4)
+        if table is not None
+        else contextlib.nullcontext()
+    )
+    async with (
+        JupiterInterface(resolve_broker(args)) as jupiter,
+        _feed(jupiter, args) as feed,
+    ):
         try:
-            async for update in _updates(feed, deadline):
-                if args.json:
-                    print(encode(update).decode(), flush=True)
-                else:
-                    print(describe(update), flush=True)
-                seen += 1
-                if args.count is not None and seen >= args.count:
-                    break
+            with shown:
+                async for update in _updates(feed, deadline):
+                    if table is not None:
+                        table.add(update)
+                    elif args.json:
+                        print(encode(update).decode(), flush=True)
+                    else:
+                        print(describe(update), flush=True)
+                    seen += 1
+                    if args.count is not None and seen >= args.count:
+                        break
         finally:  # also after Ctrl-C: the picture of what was seen
             if args.plot:
                 data = jupiter.network.snapshot()
