@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import sys
 import uuid
@@ -52,8 +53,11 @@ def add_bus_arguments(
     """The options every example shares: where the bus is and who runs the nodes."""
     parser.add_argument(
         "--broker",
-        default=f"memory://{name}",
-        help="bus URL (default: %(default)s, in-process, which starts its own agents)",
+        default=os.environ.get("JUPITER_BUS_URL") or f"memory://{name}",
+        help=(
+            f"bus URL (default: $JUPITER_BUS_URL, else memory://{name}, in-process, which "
+            "starts its own agents); prefer the variable: a password in argv shows in ps"
+        ),
     )
     parser.add_argument(
         "--with-agents",

@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +43,25 @@ def test_compose_runs_rabbitmq_three_agents_and_the_scheduler(project: Path) -> 
     result = compose(project, "config", "--services")
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) >= {"rabbitmq", "node1", "node2", "node3", "scheduler"}
+
+
+def test_no_service_puts_the_broker_url_in_a_process_argv(project: Path) -> None:
+    result = compose(project, "config")
+    assert result.returncode == 0, result.stderr
+    config = yaml_services(result.stdout)
+    scheduler = config["scheduler"]
+    argv = [str(word) for key in ("entrypoint", "command") for word in scheduler.get(key, [])]
+    assert argv[:2] == ["python", "examples/heft_scheduler.py"]
+    assert "--broker" not in argv
+    assert not any("JUPITER_BUS_URL" in word or "amqp" in word for word in argv)
+    for node in ("node1", "node2", "node3"):
+        assert config[node].get("init") is True  # tini reaps sshd's children
+
+
+def yaml_services(text: str) -> dict[str, dict[str, Any]]:
+    """``services`` of ``docker-compose config`` output (YAML), read with PyYAML."""
+    services: dict[str, dict[str, Any]] = yaml.safe_load(text)["services"]
+    return services
 
 
 def test_compose_file_holds_no_password() -> None:

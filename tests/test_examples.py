@@ -7,6 +7,7 @@ ranks and schedule were computed by hand.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -31,11 +32,14 @@ BROKERS = [
 def run_example(name: str, broker: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``examples/<name>.py`` as a user would; on amqp with its own agents."""
     bus = ["--broker", AMQP_URL, "--with-agents"] if broker == "amqp" else []
+    # the examples default to $JUPITER_BUS_URL: "memory" must mean memory here
+    env = {k: v for k, v in os.environ.items() if k != "JUPITER_BUS_URL"}
     return subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py"), *bus, *args],
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
 
 
