@@ -31,12 +31,10 @@ from types import TracebackType
 from typing import Final, Self
 
 from jupiter_bus import JupiterBusError, LinkCost, StateUnavailable, Unroutable
-from jupiter_bus.agent import Agent
+from jupiter_bus.agent import Agent, running
 from jupiter_bus.messages import encode
 from jupiter_bus.topology import EVENTS_EXCHANGE, network_key, work_queue
 from jupiter_bus.transport import Transport, connect
-
-log = logging.getLogger(__name__)
 
 DEFAULT_NODES: Final = ("node1", "node2", "node3", "node4")
 LOCAL_HOST: Final = "127.0.0.1"
@@ -202,7 +200,7 @@ class LocalCluster:
         self._rng = random.Random(seed)
         self._transport: Transport | None = None
         self._agents: list[Agent] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._agents_running = contextlib.AsyncExitStack()
         self._profiler: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -212,9 +210,9 @@ class LocalCluster:
                 await self._transport.declare_work_queue(node)
                 agent = Agent(node, self.url, self._providers(node), host=LOCAL_HOST, grace=5.0)
                 self._agents.append(agent)
-                self._tasks.append(asyncio.create_task(agent.run(), name=f"agent {node}"))
-            async with asyncio.timeout(30):
-                await asyncio.gather(*(agent.started() for agent in self._agents))
+            await self._agents_running.enter_async_context(
+                running(self._agents, stop_timeout=_STOP_SECONDS)
+            )
             await publish_costs(self._transport, synthetic_costs(self.nodes, self._rng))
             if self.profile_interval is not None:
                 self._profiler = asyncio.create_task(
@@ -255,15 +253,7 @@ class LocalCluster:
             self._profiler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._profiler
-        for agent in self._agents:
-            agent.stop()
-        if self._tasks:
-            results = await asyncio.wait_for(
-                asyncio.gather(*self._tasks, return_exceptions=True), _STOP_SECONDS
-            )
-            for node, result in zip(self.nodes, results, strict=False):
-                if isinstance(result, BaseException):
-                    log.warning("agent %s ended with %r", node, result)
+        await self._agents_running.aclose()
         transport, self._transport = self._transport, None
         if transport is not None:
             try:

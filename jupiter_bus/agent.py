@@ -25,7 +25,7 @@ import contextlib
 import getpass
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
@@ -50,6 +50,7 @@ __all__ = [
     "AgentOptions",
     "ProviderStatus",
     "RestartPolicy",
+    "running",
 ]
 
 log = logging.getLogger(__name__)
@@ -432,3 +433,47 @@ class Agent:
                     await asyncio.wait_for(self._stopping.wait(), delay)
             finally:
                 status.running = False
+
+
+@contextlib.asynccontextmanager
+async def running(
+    agents: Sequence[Agent], *, start_timeout: float = 30.0, stop_timeout: float = 30.0
+) -> AsyncIterator[Sequence[Agent]]:
+    """Run ``agents`` in this event loop for the block: started on entry, stopped on exit.
+
+    On entry every agent has started each of its providers once; an agent that ends
+    before that raises its error (``ProviderError`` if it ended quietly), after the
+    others were stopped. On exit each is asked to stop and waited for up to
+    ``stop_timeout`` (then cancelled); what an agent ended with is logged.
+
+    Example::
+
+        agents = [Agent(n, "memory://demo", {"resources": {}}) for n in ("n1", "n2")]
+        async with running(agents):
+            ...   # both publish their resources
+    """
+    tasks = [asyncio.create_task(agent.run(), name=f"agent {agent.node}") for agent in agents]
+    try:
+        async with asyncio.timeout(start_timeout):
+            for agent, task in zip(agents, tasks, strict=True):
+                started = asyncio.ensure_future(agent.started())
+                await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not started.done():
+                    started.cancel()
+                    task.result()  # its error, if it failed
+                    raise ProviderError(f"agent {agent.node} ended before it started")
+        yield agents
+    finally:
+        for agent in agents:
+            agent.stop()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=stop_timeout)
+            for task in late:
+                log.warning(
+                    "%s did not stop within %.0f s; cancelled", task.get_name(), stop_timeout
+                )
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in tasks:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("%s ended with %r", task.get_name(), task.exception())

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jupiter_bus.agent import Agent, RestartPolicy
-from jupiter_bus.errors import ProviderError
+from jupiter_bus.agent import Agent, RestartPolicy, running
+from jupiter_bus.errors import BrokerUnreachable, ProviderError
 from jupiter_bus.messages import ResourceSample, decode
 from jupiter_bus.plugins import available_providers, load_provider
 from jupiter_bus.transport import Transport, connect
@@ -275,3 +275,21 @@ async def test_several_agents_in_one_process_each_measure_cpu(
                 agent.stop()
             await asyncio.gather(*tasks)
     assert all(value > 0.0 for value in seen.values()), seen
+
+
+async def test_running_starts_a_group_of_agents_and_stops_them_all(unique: str) -> None:
+    url = f"memory://group-{unique}"
+    agents = [Agent(f"g{i}-{unique}", url, {"resources": {"interval": 0.2}}) for i in range(3)]
+    async with running(agents) as group:
+        assert all(agent.context is not None for agent in group)
+        assert all(agent.status()["resources"].health is not None for agent in group)
+    assert all(agent._stopping.is_set() for agent in agents)
+
+
+async def test_running_raises_what_an_agent_that_cannot_start_raised(unique: str) -> None:
+    good = Agent(f"ok-{unique}", f"memory://bad-{unique}", {"resources": {}})
+    bad = Agent(f"bad-{unique}", "amqp://guest:guest@127.0.0.1:1/", {}, connect_timeout=0.5)
+    with pytest.raises(BrokerUnreachable):
+        async with running([good, bad], start_timeout=30):
+            pytest.fail("the block must not run")
+    assert good._stopping.is_set()

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from ..agent import Agent
+from ..agent import Agent, running
 from ..topology import work_queue
 from ..transport import Transport, connect
 from .sshd import DemoKeys, DemoServer, LinkShape, link_shapes, serve_nodes
@@ -32,8 +31,6 @@ __all__ = [
     "PROBE_SIZES_KB",
     "DemoCluster",
 ]
-
-log = logging.getLogger(__name__)
 
 PROBE_SIZES_KB: Final = (16, 128, 512)
 """The demo's probe payloads: three sizes on a log scale, small enough for fast rounds."""
@@ -76,7 +73,6 @@ class DemoCluster:
         self.servers: dict[str, DemoServer] = {}
         self.keys: DemoKeys | None = None
         self.agents: list[Agent] = []
-        self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
         self._transport: Transport | None = None
 
@@ -94,18 +90,19 @@ class DemoCluster:
             self._transport = await connect(self.url, connection_name="jupiter-bus demo cluster")
             for node in self.nodes:
                 await self._transport.declare_work_queue(node)
-                agent = Agent(
-                    node,
-                    self.url,
-                    self.providers(node),
-                    host=LOCAL_HOST,
-                    ssh_port=self.servers[node].port,
-                    grace=5.0,
+                self.agents.append(
+                    Agent(
+                        node,
+                        self.url,
+                        self.providers(node),
+                        host=LOCAL_HOST,
+                        ssh_port=self.servers[node].port,
+                        grace=5.0,
+                    )
                 )
-                self.agents.append(agent)
-                self._tasks.append(asyncio.create_task(agent.run(), name=f"agent {node}"))
-            async with asyncio.timeout(_START_SECONDS):
-                await asyncio.gather(*(agent.started() for agent in self.agents))
+            await self._stack.enter_async_context(
+                running(self.agents, start_timeout=_START_SECONDS, stop_timeout=_STOP_SECONDS)
+            )
         except BaseException:
             await self._shutdown()
             raise
@@ -151,26 +148,15 @@ class DemoCluster:
         }
 
     async def _shutdown(self) -> None:
-        for agent in self.agents:
-            agent.stop()
-        if self._tasks:
-            try:
-                results = await asyncio.wait_for(
-                    asyncio.gather(*self._tasks, return_exceptions=True), _STOP_SECONDS
-                )
-            except TimeoutError:
-                log.warning("demo agents did not stop within %.0f s", _STOP_SECONDS)
-            else:
-                for node, result in zip(self.nodes, results, strict=False):
-                    if isinstance(result, BaseException):
-                        log.warning("agent %s ended with %r", node, result)
-            self._tasks.clear()
+        # the agents first (the stack's last entry), then the SSH servers
         transport, self._transport = self._transport, None
-        if transport is not None:
-            try:
-                if self.delete_queues:
-                    for node in self.nodes:
-                        await transport.delete_queue(work_queue(node))
-            finally:
-                await transport.close()
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        finally:
+            if transport is not None:
+                try:
+                    if self.delete_queues:
+                        for node in self.nodes:
+                            await transport.delete_queue(work_queue(node))
+                finally:
+                    await transport.close()

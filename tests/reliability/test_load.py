@@ -12,20 +12,20 @@ succeed and every probe update arrive; the latency under load must stay bounded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from jupiter_bus import JupiterInterface
-from jupiter_bus.agent import Agent
+from jupiter_bus.agent import Agent, running
 from jupiter_bus.batch import BATCH_CONTENT_TYPE, LinkBatch
 from jupiter_bus.messages import LinkCost, encode
 from jupiter_bus.topology import EVENTS_EXCHANGE, network_batch_key, network_key, work_queue
@@ -150,33 +150,20 @@ async def transfer_round(
     return seconds, sum(result.ok for result in results)
 
 
-@contextlib.asynccontextmanager
-async def agents(
-    names: Sequence[str], folder: Path, *, workers: bool
-) -> AsyncIterator[list[Agent]]:
+def agents(names: Sequence[str], folder: Path, *, workers: bool) -> Any:
     """In-process agents: resources at 1 Hz, and a local-copy worker when ``workers``."""
     started: list[Agent] = []
-    tasks = []
-    try:
-        for name in names:
-            providers: dict[str, dict[str, object]] = {"resources": {"interval": 1.0}}
-            if workers:
-                providers["transfer"] = {
-                    "engine": "local",
-                    "allow_roots": [str(folder)],
-                    "state_dir": str(folder / "state" / name),
-                    "concurrency": 16,
-                }
-            agent = Agent(name, AMQP_URL, providers, host="127.0.0.1", grace=5.0)
-            started.append(agent)
-            tasks.append(asyncio.create_task(agent.run()))
-        async with asyncio.timeout(WAIT):
-            await asyncio.gather(*(agent.started() for agent in started))
-        yield started
-    finally:
-        for agent in started:
-            agent.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT)
+    for name in names:
+        providers: dict[str, dict[str, object]] = {"resources": {"interval": 1.0}}
+        if workers:
+            providers["transfer"] = {
+                "engine": "local",
+                "allow_roots": [str(folder)],
+                "state_dir": str(folder / "state" / name),
+                "concurrency": 16,
+            }
+        started.append(Agent(name, AMQP_URL, providers, host="127.0.0.1", grace=5.0))
+    return running(started, start_timeout=WAIT, stop_timeout=WAIT)
 
 
 def _print(label: str, phase: Phase) -> None:
