@@ -251,6 +251,8 @@ class NetworkProvider(Provider):
         self._probe_ids: set[str] = set()
         self.probes_sent = 0
         self.probe_failures = 0
+        self.probes_ok = 0  # every probe answered ok, warm-ups too (for metrics)
+        self.probe_bytes_sent = 0  # every probe's payload, warm-ups too (for metrics)
         self.probes_deferred = 0
 
     def _peer(self, entry: PeerOptions) -> Peer:
@@ -375,6 +377,7 @@ class NetworkProvider(Provider):
             deadline=time.time() + self.probe_timeout,
         )
         peer.probe_bytes.append((time.monotonic(), size))
+        self.probe_bytes_sent += size
         self.probes_sent += record
         try:
             # The worker may always send this node's own probe files, whatever its
@@ -399,6 +402,7 @@ class NetworkProvider(Provider):
             peer.model.add(kbit(result.bytes), result.seconds * 1000, ts=time.time())
         peer.failures = 0
         peer.last_error = None
+        self.probes_ok += 1
         return True
 
     def _link_busy(self, peer: Peer) -> bool:
