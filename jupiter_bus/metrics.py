@@ -510,8 +510,13 @@ class MetricsServer:
                 head = await reader.readuntil(b"\r\n\r\n")
             writer.write(self._answer(head))
             await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass  # a client that went away or sent no valid request head (LimitOverrunError)
+        except (
+            TimeoutError,
+            ConnectionError,
+            asyncio.IncompleteReadError,  # went away before the end of its request head
+            asyncio.LimitOverrunError,  # a request head over 64 KiB
+        ):
+            pass  # nothing to answer
         finally:
             self._handlers.discard(task)
             writer.close()
