@@ -401,8 +401,8 @@ class NetworkProvider(Provider):
         if record and result.attempts == 1:
             peer.model.add(kbit(result.bytes), result.seconds * 1000, ts=time.time())
         peer.failures = 0
-        peer.last_error = None
         self.probes_ok += 1
+        peer.last_error = None
         return True
 
     def _link_busy(self, peer: Peer) -> bool:
