@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from urllib.parse import urlsplit
 from .backoff import Backoff
 from .errors import BrokerUnreachable, ConfigError, ProviderError
 from .host_address import default_host, is_loopback
+from .metrics import AgentMetrics, MetricsServer, require_prometheus
 from .options import HOST, NODE_NAME, Options, convert, option, summarize
 from .plugins import Health, NodeContext, Provider, load_provider
 
@@ -162,6 +164,24 @@ class AgentOptions(Options):
         convert=_provider_tables,
         expect="a table of provider tables",
     )
+    metrics_port: int | None = option(
+        None,
+        doc="port of this agent's Prometheus endpoint, http://metrics_host:PORT/metrics "
+        "(none: no endpoint; needs pip install 'jupiter-bus[metrics]'; see docs/metrics.md)",
+        ge=1,
+        le=65535,
+    )
+    metrics_host: str = option(
+        "127.0.0.1",
+        doc="address the metrics endpoint listens on (it has no authentication: "
+        "0.0.0.0 only on a trusted network)",
+        **HOST,
+    )
+    link_metrics: bool = option(
+        False,
+        doc="also export the cost of each of this node's links (jupiter_link_*, one series "
+        "per peer and parameter: 1,000 nodes make about 10^6 series in all)",
+    )
 
 
 @dataclass(slots=True)
@@ -182,6 +202,10 @@ class Agent:
     ``host`` and ``ssh_port`` say where other nodes reach this one (published with
     resource events). Every option is checked here (:class:`AgentOptions`), so a bad
     one raises :class:`~jupiter_bus.errors.ConfigError` before anything runs.
+
+    With ``metrics_port`` (or ``metrics_socket``, a bound socket the agent then owns,
+    e.g. one on port 0 in tests), :meth:`run` serves Prometheus metrics
+    (:mod:`jupiter_bus.metrics`) at :attr:`metrics_url` while it runs.
     """
 
     def __init__(
@@ -195,6 +219,10 @@ class Agent:
         grace: float = 30.0,
         connect_timeout: float = 60.0,
         restart: RestartPolicy | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
+        link_metrics: bool = False,
+        metrics_socket: socket.socket | None = None,
     ) -> None:
         self.options = convert(
             AgentOptions,
@@ -206,8 +234,15 @@ class Agent:
                 "grace": grace,
                 "connect_timeout": connect_timeout,
                 "providers": providers,
+                "metrics_port": metrics_port,
+                "metrics_host": metrics_host,
+                "link_metrics": link_metrics,
             },
         )
+        self._metrics_socket = metrics_socket
+        if self.metrics_enabled:
+            require_prometheus()  # refused here, before anything connects
+        self._metrics_server: MetricsServer | None = None
         self.node = self.options.node
         self._broker = broker
         self.grace = self.options.grace
@@ -239,7 +274,20 @@ class Agent:
             grace=options.grace,
             connect_timeout=options.connect_timeout,
             restart=restart,
+            metrics_port=options.metrics_port,
+            metrics_host=options.metrics_host,
+            link_metrics=options.link_metrics,
         )
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Whether :meth:`run` serves metrics (``metrics_port`` or ``metrics_socket`` given)."""
+        return self.options.metrics_port is not None or self._metrics_socket is not None
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the metrics are served while the agent runs (``None``: not serving)."""
+        return None if self._metrics_server is None else self._metrics_server.url
 
     def stop(self) -> None:
         """Ask the agent to stop: providers finish their work, then :meth:`run` returns."""
@@ -277,9 +325,13 @@ class Agent:
             host=self.options.host or await self._default_host(),
             ssh_port=self.options.ssh_port,
         )
+        metrics: AgentMetrics | None = None
         try:
             # Before connecting: a provider refusing its setup stops the agent untouched.
             self._build_providers(context)
+            # Listening before connecting: a taken port is refused at once, and a scrape
+            # while the broker is awaited answers (jupiter_provider_up 0).
+            metrics = await self._start_metrics(context)
         except BaseException:
             if owns_transport:
                 await transport.close()
@@ -288,6 +340,8 @@ class Agent:
         try:
             if owns_transport and not await self._connect(transport):
                 return  # asked to stop while waiting for the broker
+            if metrics is not None:
+                metrics.watch(transport)
             # Bound before started() fires: a request sent after it is answered.
             responder = SnapshotResponder(transport, context, name=f"agent {self.node}")
             await responder.start()
@@ -308,9 +362,48 @@ class Agent:
         finally:
             if responder is not None:
                 await responder.close()
+            if metrics is not None:
+                await self._stop_metrics(metrics)
             if owns_transport:
                 await transport.close()
             log.info("agent %s stopped", self.node)
+
+    async def _start_metrics(self, context: NodeContext) -> AgentMetrics | None:
+        """Serve the agent's metrics when asked to (``metrics_port``, ``metrics_socket``)."""
+        if not self.metrics_enabled:
+            return None
+        options = self.options
+        metrics = AgentMetrics(
+            context,
+            link_metrics=options.link_metrics,
+            status=self.status,
+            providers=self._providers,
+        )
+        server = MetricsServer(
+            metrics.registry,
+            host=options.metrics_host,
+            port=options.metrics_port or 0,
+            sock=self._metrics_socket,
+        )
+        try:
+            await server.start()
+        except BaseException:
+            metrics.close()
+            raise
+        self._metrics_server = server
+        log.info(
+            "agent %s: metrics at %s%s",
+            self.node,
+            server.url,
+            " (with link costs)" if options.link_metrics else "",
+        )
+        return metrics
+
+    async def _stop_metrics(self, metrics: AgentMetrics) -> None:
+        metrics.close()
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            await server.close()
 
     async def _connect(self, transport: Transport) -> bool:
         """Connect, retrying an unreachable broker for up to ``connect_timeout`` seconds.

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from .batch import BATCH_CONTENT_TYPE
 from .errors import ProviderError
-from .messages import LinkCost
+from .messages import LinkCost, TransferResult
 from .options import Options as OptionsBase
 from .options import convert
 from .snapshot import LastValues
@@ -155,6 +155,9 @@ class NodeContext:
     ssh_port: int | None = None
     samples: SampleFeed = field(default_factory=SampleFeed)
     _values: LastValues = field(default_factory=LastValues, repr=False, init=False)
+    _result_listeners: list[Callable[[TransferResult], None]] = field(
+        default_factory=list, repr=False, init=False
+    )
     _grants: dict[str, str] = field(default_factory=dict, repr=False, init=False)
 
     @contextlib.contextmanager
@@ -235,6 +238,38 @@ class NodeContext:
             body,
             content_type=BATCH_CONTENT_TYPE,
         )
+
+    def listen_results(self, listener: Callable[[TransferResult], None]) -> Callable[[], None]:
+        """Call ``listener`` with each result this node's transfer worker finishes; return a
+        function that removes it.
+
+        For in-process observers (the agent's metrics): a listener must be quick and
+        must not block; one that raises is logged and kept, never seen by the worker.
+
+        Example::
+
+            forget = context.listen_results(lambda result: counts.update([result.ok]))
+        """
+        self._result_listeners.append(listener)
+        return lambda: self._result_listeners.remove(listener)
+
+    def offer_result(self, result: TransferResult) -> None:
+        """Hand ``result`` to every :meth:`listen_results` listener (the worker calls this
+        once per job it ran); never raises."""
+        for listener in list(self._result_listeners):
+            try:
+                listener(result)
+            except Exception:
+                log.exception("transfer-result listener failed")
+
+    def last_event(self, routing_key: str) -> bytes | None:
+        """The latest body this node published as ``routing_key`` (``None``: none; links
+        published only as a batch are in :meth:`last_links`)."""
+        return self._values.get(routing_key)
+
+    def last_links(self) -> dict[str, LinkCost]:
+        """The latest cost of each of this node's links, by routing key (a copy)."""
+        return self._values.links()
 
     def forget_event(self, routing_key: str) -> bool:
         """Stop offering ``routing_key`` to late joiners (e.g. a peer that left)."""

@@ -258,6 +258,15 @@ class LastValues:
             self._batch = None
         return (self._last.pop(routing_key, None) is not None) or had_link
 
+    def get(self, routing_key: str) -> bytes | None:
+        """The latest body of ``routing_key`` as remembered (``None``: none, or a link
+        remembered from a batch only: see :meth:`links`)."""
+        return self._last.get(routing_key)
+
+    def links(self) -> dict[str, LinkCost]:
+        """The latest cost of each link, by routing key (a copy; nothing encoded)."""
+        return dict(self._links)
+
     def bodies(self) -> dict[str, bytes]:
         """The latest body of each key (a copy; links as JSON)."""
         for key, cost in self._links.items():

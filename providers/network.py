@@ -254,6 +254,8 @@ class NetworkProvider(Provider):
         self._probing = asyncio.Lock()
         self.probes_sent = 0
         self.probe_failures = 0
+        self.probes_ok = 0  # every probe answered ok, warm-ups too (for metrics)
+        self.probe_bytes_sent = 0  # every probe's payload, warm-ups too (for metrics)
         self.probes_deferred = 0
 
     def _peer(self, entry: PeerOptions) -> Peer:
@@ -380,6 +382,7 @@ class NetworkProvider(Provider):
             deadline=time.time() + self.probe_timeout,
         )
         peer.probe_bytes.append((time.monotonic(), size))
+        self.probe_bytes_sent += size
         self.probes_sent += record
         try:
             # The worker may always send this node's own probe files, whatever its
@@ -402,6 +405,7 @@ class NetworkProvider(Provider):
             self._failed(peer, f"{error.kind}: {error.message}" if error else "failed")
             return None
         peer.failures = 0
+        self.probes_ok += 1
         peer.last_error = None
         if result.attempts != 1:
             return None  # a retried copy's time is not the link's

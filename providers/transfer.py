@@ -336,6 +336,7 @@ class TransferProvider(Provider):
         finished = self._running[key] = asyncio.get_running_loop().create_future()
         try:
             result = await self.execute(request)
+            self.context.offer_result(result)
             body = encode(result)
             await store.save_result(key, body)
         finally:

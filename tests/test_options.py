@@ -86,7 +86,8 @@ def test_interval_as_text_is_refused(transport: Transport) -> None:
         ({"grace": -1}, "grace: expected a number of seconds >= 0, got -1"),
         (
             {"nodee": "x"},
-            "no top-level option 'nodee'; known: broker, connect_timeout, grace, host, node,",
+            "no top-level option 'nodee'; known: broker, connect_timeout, grace, host, "
+            "link_metrics, metrics_host, metrics_port, node,",
         ),
     ],
 )
@@ -345,8 +346,8 @@ CLI_CASES = [
     pytest.param(
         'hots = "10.0.0.1"\n',
         (),
-        "no top-level option 'hots'; known: broker, connect_timeout, grace, host, node, "
-        "providers, ssh_port",
+        "no top-level option 'hots'; known: broker, connect_timeout, grace, host, "
+        "link_metrics, metrics_host, metrics_port, node, providers, ssh_port",
         id="unknown-top-level-key",
     ),
     pytest.param(

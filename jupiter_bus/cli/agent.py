@@ -39,6 +39,7 @@ examples:
   {ENV_URL}=amqp://jupiter:secret@broker/ jupiter-bus agent --node node1
   jupiter-bus agent --config /etc/jupiter-bus/node1.toml
   jupiter-bus agent --node node2 --broker-file ~/.jupiter-bus-url --providers resources,transfer
+  jupiter-bus agent --config /etc/jupiter-bus/node1.toml --metrics-port 9464
 """
 
 
@@ -65,6 +66,13 @@ def add(commands: Any) -> None:
     parser.add_argument("--config", help="TOML file: node, broker, [providers.<name>] tables")
     parser.add_argument("--host", help="address other nodes reach this node at")
     parser.add_argument("--ssh-port", type=int, help="SSH port other nodes reach this node at")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (metrics_host in "
+        "--config for another address; needs pip install 'jupiter-bus[metrics]')",
+    )
     parser.set_defaults(run=run, log_level=logging.INFO)
 
 
@@ -84,6 +92,8 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
         settings["ssh_port"] = args.ssh_port
     if args.wait is not None:
         settings["connect_timeout"] = args.wait
+    if args.metrics_port is not None:
+        settings["metrics_port"] = args.metrics_port
     broker = broker_source(args, config)
     if broker is not None:
         settings["broker"] = broker[0]

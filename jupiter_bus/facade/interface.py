@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Final, Self
 
@@ -176,6 +176,20 @@ class JupiterInterface:
     def held_results(self) -> int:
         """Results taken from the completion queue and not yet collected."""
         return self._completions.held
+
+    def on_transfer_result(self, listener: Callable[[TransferResult], None]) -> Callable[[], None]:
+        """Call ``listener`` with each result a caller of this interface receives
+        (:meth:`data_transfer`, :meth:`transfer_to`, :meth:`wait_transfer`, before a failed
+        one is raised); return a function that removes it.
+
+        For in-process observers such as :func:`jupiter_bus.metrics.serve_facade_metrics`:
+        a listener must be quick; one that raises is logged and kept.
+
+        Example::
+
+            forget = bus.on_transfer_result(lambda result: print(result.ok))
+        """
+        return self._transfers.on_result(listener)
 
     # -- lifecycle -------------------------------------------------------------------------
 

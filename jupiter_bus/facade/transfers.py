@@ -302,6 +302,20 @@ class TransferClient:
         self._completions = completions
         self._node = node
         self._seal_key = seal_key
+        self._listeners: list[Callable[[TransferResult], None]] = []
+
+    def on_result(self, listener: Callable[[TransferResult], None]) -> Callable[[], None]:
+        """Call ``listener`` with each result :meth:`send` or :meth:`wait` returns or raises
+        for; return a function that removes it. A listener that raises is logged and kept."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _received(self, result: TransferResult) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(result)
+            except Exception:
+                log.exception("transfer-result listener failed")
 
     def executing_node(self, via: str | None) -> str:
         """The node that runs a transfer: ``via``, else the default; checked."""
@@ -375,6 +389,7 @@ class TransferClient:
                 job_id=request.id,
                 node=node,
             ) from None
+        self._received(result)
         return _checked(result, job.pword)
 
     async def submit(self, transport: Transport, job: TransferJob) -> str:
@@ -402,6 +417,7 @@ class TransferClient:
     async def wait(self, job_id: str, *, timeout: float, check: bool) -> TransferResult:
         """The result of a submitted job; with ``check``, raise its error if it failed."""
         result = await self._completions.wait(job_id, timeout)
+        self._received(result)
         return _checked(result, None) if check else result
 
 

@@ -288,6 +288,7 @@ class Transport(abc.ABC):
         self._closed = False
         self._owned: set[Feed[Any]] = set()  # started, not yet closed (tests read it)
         self._dead_log = _LogThrottle()
+        self._dead_letter_listeners: list[Callable[[Envelope, str], None]] = []
 
     async def __aenter__(self) -> Self:
         return self
@@ -312,6 +313,20 @@ class Transport(abc.ABC):
         bus never loses its connection, so by default nothing is ever called.
         """
         return lambda: None
+
+    def on_dead_letter(self, callback: Callable[[Envelope, str], None]) -> Callable[[], None]:
+        """Call ``callback(envelope, reason)`` each time this transport dead-letters a message
+        (:meth:`dead_letter`, and so :meth:`Delivery.dead_letter`), before it is republished.
+
+        Returns a function that removes it. For in-process observers (metrics): a
+        callback must be quick; one that raises is logged and kept.
+
+        Example::
+
+            forget = bus.on_dead_letter(lambda envelope, reason: counter.inc())
+        """
+        self._dead_letter_listeners.append(callback)
+        return lambda: self._dead_letter_listeners.remove(callback)
 
     async def close(self) -> None:
         """Close every subscription, consumer and connection. Idempotent."""
@@ -458,6 +473,11 @@ class Transport(abc.ABC):
         headers[ERROR_HEADER] = reason[:MAX_REASON_CHARS]
         headers[ORIGINAL_EXCHANGE_HEADER] = envelope.exchange
         headers[ORIGINAL_ROUTING_KEY_HEADER] = envelope.routing_key
+        for listener in list(self._dead_letter_listeners):
+            try:
+                listener(envelope, reason[:MAX_REASON_CHARS])
+            except Exception:
+                log.exception("dead-letter listener failed")
         held_back = self._dead_log.take()
         log.log(
             logging.DEBUG if held_back is None else logging.WARNING,
