@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 
 from ..errors import JupiterBusError
@@ -47,7 +47,7 @@ from ..heft import (
 from ..state import NetworkData
 from ..transport.base import safe_url
 from .cluster import LOCAL_HOST, DemoCluster
-from .view import Board, TransferRow, fitted_rate
+from .view import MIN_R2, RATE_TOLERANCE, Board, TransferRow, fitted_rate, within
 
 __all__ = [
     "RATE_TOLERANCE",
@@ -58,9 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RATE_TOLERANCE: Final = 0.3
-"""A link passes when its fit's rate is within this fraction of the shaped rate."""
-_MIN_R2: Final = 0.9
 _WAIT_STATE_SECONDS: Final = 60.0
 _TRANSFER_SECONDS: Final = 60.0
 _ROUND_PAUSE_SECONDS: Final = 1.0
@@ -112,9 +109,9 @@ def judge(board: Board) -> Verdict:
         rate = fitted_rate(seen.cost) if seen is not None else None
         if seen is None:
             missed.append(f"{src}->{dst} (no fit)")
-        elif rate is None or seen.cost.r2 < _MIN_R2:
+        elif rate is None or seen.cost.r2 < MIN_R2:
             missed.append(f"{src}->{dst} (r2 {seen.cost.r2:.2f})")
-        elif abs(rate - shape.mbit_per_s) > RATE_TOLERANCE * shape.mbit_per_s:
+        elif not within(rate, shape):
             missed.append(f"{src}->{dst} ({rate:.1f} of {shape.mbit_per_s:g} Mbit/s)")
     done = [row for row in board.transfers if row.ok is not None]
     errors = [
@@ -254,7 +251,11 @@ async def _shown(board: Board, live: bool) -> AsyncIterator[Console]:
     if not live:
         yield console
         return
-    with Live(get_renderable=board.render, console=console, refresh_per_second=4):
+
+    def draw() -> RenderableType:
+        return board.render(console.size.height)
+
+    with Live(get_renderable=draw, console=console, refresh_per_second=4):
         yield console
 
 
@@ -342,6 +343,8 @@ def _final(
         f"  {s.task:<10} on {board.nodes[s.node]:<12} {s.start_ms:8.0f} -> {s.finish_ms:8.0f} ms"
         for s in slots
     ] or ["  (none: the state never became complete)"]
+    lines.append("links (the profilers' last fit, and the shape the demo gave each link):")
+    lines += board.links_found()
     lines.append(verdict.line())
     for line in lines:
         if console is not None:

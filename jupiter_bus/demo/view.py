@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -23,11 +24,31 @@ from ..heft import Slot, makespan
 from ..messages import LinkCost, ResourceSample
 from .sshd import LinkShape
 
+RATE_TOLERANCE: Final = 0.3
+"""A link's fit finds its shape when its rate is within this fraction of the shaped rate."""
+MIN_R2: Final = 0.8
+"""... and its r2 is at least this (the demo's one process times its own probes: some noise)."""
+
+
+def within(rate: float, shape: LinkShape) -> bool:
+    """Whether ``rate`` (Mbit/s) is within :data:`RATE_TOLERANCE` of the shaped rate.
+
+    Example::
+
+        >>> within(9.0, LinkShape(mbit_per_s=10.0, latency_ms=5.0))
+        True
+    """
+    return abs(rate - shape.mbit_per_s) <= RATE_TOLERANCE * shape.mbit_per_s
+
+
 __all__ = [
+    "MIN_R2",
+    "RATE_TOLERANCE",
     "Board",
     "LinkSeen",
     "TransferRow",
     "fitted_rate",
+    "within",
 ]
 
 _SHOWN_TRANSFERS: Final = 10
@@ -173,24 +194,29 @@ class Board:
 
     # -- rendering -------------------------------------------------------------------
 
-    def render(self) -> RenderableType:
-        """The board as rich renderables: header, nodes, link matrix, transfers, schedule."""
+    def render(self, height: int | None = None) -> RenderableType:
+        """The board as rich renderables: header, nodes, link matrix, transfers, schedule.
+
+        ``height`` (a terminal's rows) limits the transfers shown so the board fits.
+        """
         now = time.monotonic()
         elapsed = now - self.started_at
         limit = f" of {self.duration:.0f} s" if self.duration else " (Ctrl-C ends)"
         header = Text.assemble(
             (self.title, "bold"), f"  {elapsed:5.1f} s{limit}  ", (self.status, "cyan")
         )
+        fixed = 13 + 3 * len(self.nodes)  # all but the transfers' rows
+        rows = _SHOWN_TRANSFERS if height is None else max(2, min(_SHOWN_TRANSFERS, height - fixed))
         return Group(
             header,
             self._nodes_table(now),
             self._links_table(now),
-            self._transfers_table(now),
-            self._schedule_table(),
+            self._transfers_table(now, rows),
+            self._schedule_line(),
         )
 
     def _nodes_table(self, now: float) -> Table:
-        table = Table(title="nodes (resource events)", title_justify="left", expand=False)
+        table = Table(title="nodes (resource events)", title_justify="left", box=box.SIMPLE_HEAD)
         for column in ("node", "cpu", "cores", "memory", "ssh", "age"):
             table.add_column(column, justify="left" if column in ("node", "ssh") else "right")
         for node in self.nodes:
@@ -211,8 +237,13 @@ class Board:
 
     def _links_table(self, now: float) -> Table:
         table = Table(
-            title="link costs (fit: rate, latency, r2, age; shaped link in brackets)",
+            title=(
+                "link costs: fitted rate, latency, r2, age "
+                f"(green: within {RATE_TOLERANCE:.0%} of the rate the link is shaped to)"
+            ),
             title_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
         )
         table.add_column("src \\ dst")
         for node in self.nodes:
@@ -224,30 +255,55 @@ class Board:
                     cells.append(Text("-", style="dim"))
                     continue
                 seen = self.links.get((src, dst))
-                shape = self.shapes.get((src, dst))
-                want = f"[{shape.mbit_per_s:g} Mbit/s {shape.latency_ms:g} ms]" if shape else ""
                 if seen is None:
-                    cells.append(Text(f"probing...\n{want}", style="dim"))
+                    cells.append(Text("probing...", style="dim"))
                     continue
                 cost = seen.cost
                 rate = fitted_rate(cost)
                 found = f"{rate:.1f} Mbit/s" if rate is not None else "? Mbit/s"
-                style = "green" if cost.r2 >= 0.9 else "yellow"
                 cells.append(
                     Text.assemble(
-                        (f"{found} {cost.c:.1f} ms", style),
-                        f"\nr2 {cost.r2:.3f}  {now - seen.received_at:.0f} s ago\n",
-                        (want, "dim"),
+                        (f"{found} {cost.c:.0f} ms", self._style(src, dst, rate, cost.r2)),
+                        f"\nr2 {cost.r2:.3f} {now - seen.received_at:.0f} s",
                     )
                 )
             table.add_row(*cells)
         return table
 
-    def _transfers_table(self, now: float) -> Table:
-        table = Table(title="transfers (HEFT's crossing edges, real SFTP)", title_justify="left")
+    def _style(self, src: str, dst: str, rate: float | None, r2: float) -> str:
+        """Green when the fit finds the link's shaped rate, yellow when not (yet)."""
+        shape = self.shapes.get((src, dst))
+        if shape is None or rate is None or r2 < MIN_R2:
+            return "yellow"
+        return "green" if within(rate, shape) else "yellow"
+
+    def links_found(self) -> list[str]:
+        """Each link's last fit next to its shape, one line each (the end of the run)."""
+        lines = []
+        for (src, dst), shape in self.shapes.items():
+            seen = self.links.get((src, dst))
+            rate = None if seen is None else fitted_rate(seen.cost)
+            found = (
+                "no fit"
+                if seen is None or rate is None
+                else (f"{rate:5.1f} Mbit/s {seen.cost.c:5.1f} ms, r2 {seen.cost.r2:.3f}")
+            )
+            lines.append(
+                f"  {src}->{dst}: fitted {found}; shaped {shape.mbit_per_s:g} Mbit/s "
+                f"{shape.latency_ms:g} ms"
+            )
+        return lines
+
+    def _transfers_table(self, now: float, rows: int) -> Table:
+        table = Table(
+            title="transfers (HEFT's crossing edges, real SFTP)",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+        )
         for column in ("edge", "link", "size", "progress", "predicted", "actual"):
             table.add_column(column, justify="right" if column in ("size",) else "left")
-        for row in list(self.transfers)[-_SHOWN_TRANSFERS:]:
+        for row in list(self.transfers)[-rows:]:
             bar = ProgressBar(total=max(row.size_bytes, 1), completed=row.bytes_done, width=24)
             if row.ok is None:
                 actual: RenderableType = Text(f"{(now - row.started_at) * 1000:.0f} ms...")
@@ -265,17 +321,17 @@ class Board:
             )
         return table
 
-    def _schedule_table(self) -> Table:
-        title = (
-            f"schedule (round {self.rounds}, makespan {makespan(self.schedule):.0f} ms)"
-            if self.schedule
-            else "schedule (waiting for every node's resources and every link's cost)"
+    def _schedule_line(self) -> Text:
+        if not self.schedule:
+            return Text("schedule: waiting for every node's resources and every link's cost")
+        placed = "  ".join(
+            f"{slot.task}@{self.nodes[slot.node]} {slot.start_ms:.0f}-{slot.finish_ms:.0f}"
+            for slot in self.schedule
         )
-        table = Table(title=title, title_justify="left")
-        for column in ("task", "node", "start ms", "finish ms"):
-            table.add_column(column, justify="left" if column in ("task", "node") else "right")
-        for slot in self.schedule:
-            table.add_row(
-                slot.task, self.nodes[slot.node], f"{slot.start_ms:.0f}", f"{slot.finish_ms:.0f}"
-            )
-        return table
+        return Text.assemble(
+            (
+                f"schedule (round {self.rounds}, makespan {makespan(self.schedule):.0f} ms): ",
+                "bold",
+            ),
+            placed,
+        )
