@@ -814,3 +814,38 @@ def test_repr_shows_no_broker_credentials() -> None:
     bus = JupiterInterface("amqp://jupiter:broker-secret@127.0.0.1:5672/", node="n1")
     assert "broker-secret" not in repr(bus)
     assert "127.0.0.1:5672" in repr(bus)
+
+
+async def test_follow_binds_and_keeps_only_the_followed_nodes(
+    bus_url: str, transport: Transport, unique: str
+) -> None:
+    mine, theirs = f"fa-{unique}", f"fb-{unique}"
+    other_agent = Agent(theirs, bus_url, {"resources": {"interval": 0.2}})
+    other = asyncio.create_task(other_agent.run())
+    try:
+        await asyncio.wait_for(other_agent.started(), WAIT)
+        await asyncio.sleep(0.3)  # it has published: it will answer the snapshot request
+        async with JupiterInterface(bus_url, follow=[mine]) as bus:
+            async with bus.watch_transfers() as results:
+                await publish(
+                    transport,
+                    sample(theirs),
+                    cost(theirs, mine),
+                    done(theirs),
+                    sample(mine),
+                    cost(mine, theirs),
+                    done(mine),
+                )
+                result = await asyncio.wait_for(anext(results), WAIT)
+                assert result.node == mine
+            await eventually(lambda: mine in bus.resources.nodes)
+            await eventually(lambda: bus.network.link_count == 1)
+            await asyncio.sleep(0.5)  # the other agent went on publishing meanwhile
+            assert bus.resources.nodes == (mine,)
+            held = bus.network.snapshot()
+            assert [(e.src, e.dst) for e in held.links()] == [(mine, theirs)]
+        async with JupiterInterface(bus_url) as everyone:  # without follow: all of them
+            await eventually(lambda: theirs in everyone.resources.nodes)
+    finally:
+        other_agent.stop()
+        await asyncio.wait_for(other, WAIT)

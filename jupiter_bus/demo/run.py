@@ -301,7 +301,10 @@ async def demo(
             for (src, dst), shape in cluster.shapes.items():
                 out(f"shaped {src}->{dst}: {shape.mbit_per_s:g} Mbit/s, {shape.latency_ms:g} ms")
         interrupted = False
-        async with JupiterInterface(url) as bus, _shown(board, live) as console:
+        async with (
+            JupiterInterface(url, follow=names) as bus,  # its own nodes' events only
+            _shown(board, live) as console,
+        ):
             follower = asyncio.create_task(_follow(bus, board, names), name="demo view")
             try:
                 async with asyncio.timeout(duration), cluster:

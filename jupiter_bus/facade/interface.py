@@ -71,7 +71,10 @@ class JupiterInterface:
     collected, and recently collected). With ``seal_key``, passwords are sealed
     (:mod:`jupiter_bus.sealing`) before they are published. With ``snapshot`` (the
     default), entering asks the node agents for their latest events
-    (:meth:`request_snapshot`).
+    (:meth:`request_snapshot`). With ``follow`` (node names), the interface binds
+    only those nodes' events (their resources, links out of them, their transfers'
+    results and progress) and keeps only their snapshot answers: on a broker shared
+    with other deployments it neither receives nor holds theirs.
 
     Example::
 
@@ -93,6 +96,7 @@ class JupiterInterface:
         connection_name: str | None = None,
         snapshot: bool = True,
         completion_expires: float | None = DEFAULT_COMPLETION_EXPIRES,
+        follow: Iterable[str] | None = None,
     ) -> None:
         if isinstance(url_or_transport, str):
             self._url: str | None = url_or_transport
@@ -129,6 +133,7 @@ class JupiterInterface:
             owner=self._client_id,
             is_open=lambda: self._state == "open" and self._failure is None,
             on_failure=self._fail,
+            follow=None if follow is None else frozenset(check_node(n) for n in follow),
         )
         self._reads = StateReads(self._network, self._resources, lambda: self._failure)
         self._state = "new"  # new -> open -> closed

@@ -81,7 +81,9 @@ class EventPump:
         owner: str,
         is_open: Callable[[], bool],
         on_failure: Callable[[Exception], None],
+        follow: frozenset[str] | None = None,
     ) -> None:
+        self._follow_nodes = follow
         self._network = network
         self._resources = resources
         self._watches = watches
@@ -95,10 +97,45 @@ class EventPump:
         self._resnapshot: asyncio.Task[None] | None = None
         self._forget_reconnect: Callable[[], None] = lambda: None
 
+    def patterns(self) -> list[str]:
+        """What to bind: :data:`EVENT_PATTERNS`, or each followed node's own keys.
+
+        Example::
+
+            EventPump(..., follow=frozenset({"n1"})).patterns()
+            # ['resource.n1', 'network.n1.*', 'network-batch.n1', 'transfer.done.n1', ...]
+        """
+        if self._follow_nodes is None:
+            return list(EVENT_PATTERNS)
+        return [
+            key
+            for node in sorted(self._follow_nodes)
+            for key in (
+                f"resource.{node}",
+                f"network.{node}.*",
+                f"network-batch.{node}",
+                f"transfer.done.{node}",
+                f"transfer.progress.{node}",
+            )
+        ]
+
+    def _foreign(self, message: object) -> bool:
+        """Whether a snapshot answer comes from a node this pump does not follow."""
+        follow = self._follow_nodes
+        if follow is None:
+            return False
+        if isinstance(message, LinkBatch):
+            return any(message.nodes[i] not in follow for i in set(message.src.tolist()))
+        if isinstance(message, LinkCost):
+            return message.src not in follow
+        if isinstance(message, ResourceSample):
+            return message.node not in follow
+        return False
+
     async def start(self, transport: Transport) -> None:
-        """Subscribe to :data:`EVENT_PATTERNS` and start the task that applies them."""
+        """Subscribe to :meth:`patterns` and start the task that applies them."""
         self._transport = transport
-        subscription = self._subscription = transport.subscribe(list(EVENT_PATTERNS))
+        subscription = self._subscription = transport.subscribe(self.patterns())
         await subscription.start()
         self._task = asyncio.create_task(
             self._follow(transport, subscription), name=f"jupiter-bus events {self._owner}"
@@ -185,6 +222,8 @@ class EventPump:
             if handled % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a burst must not starve the callers' tasks
             answer = envelope.exchange == DEFAULT_EXCHANGE
+            if answer and self._follow_nodes is not None and self._foreign(message):
+                continue  # every agent answers a snapshot request: keep the followed ones
             if isinstance(message, LinkBatch):
                 watched = (
                     [c for c in message.costs() if not (answer and holds_newer(c))]
