@@ -32,7 +32,7 @@ __all__ = [
     "DemoCluster",
 ]
 
-PROBE_SIZES_KB: Final = (16, 128, 512)
+PROBE_SIZES_KB: Final = (32, 256, 1024)
 """The demo's probe payloads: three sizes on a log scale, small enough for fast rounds."""
 
 LOCAL_HOST: Final = "127.0.0.1"
@@ -132,7 +132,14 @@ class DemoCluster:
                 "progress_interval": 0.1,  # the demo's transfers last a fraction of a second
             },
             "network": {
-                "default_user": node,  # the demo's servers know a node by its name
+                # Its peers named, not learned from resource events: on a shared broker
+                # those would include other deployments' nodes. The demo's servers know
+                # a node by its name: that is its login everywhere.
+                "peers": [
+                    {"node": peer, "host": LOCAL_HOST, "port": server.port, "user": node}
+                    for peer, server in self.servers.items()
+                    if peer != node
+                ],
                 "probe_sizes_kb": list(PROBE_SIZES_KB),
                 "interval": self.probe_interval,
                 "jitter": 0.2,
@@ -142,7 +149,6 @@ class DemoCluster:
                 "change_tolerance": 0.02,
                 "max_probes_per_round": 3 * len(self.nodes),
                 "probe_timeout": 30.0,
-                "peer_ttl_seconds": 30.0,
                 "state_dir": str(state),
             },
         }
