@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 
 from jupiter_bus.cli.console import EXIT_UNREACHABLE
@@ -182,3 +183,34 @@ async def test_watch_network_on_a_terminal_is_a_live_table(tmp_path: Path) -> No
     assert len([line for line in last.splitlines() if a in line and b in line]) == 1  # one row
     assert "r2" in last
     assert re.search(r"network: 1 shown of what came, (\d+) updates", last)
+
+
+async def test_watch_resources_follows_a_real_agent(tmp_path: Path) -> None:
+    node = f"wr{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "JUPITER_BUS_URL": AMQP_URL, "XDG_STATE_HOME": str(tmp_path)}
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'node = "{node}"\nhost = "127.0.0.1"\n[providers.resources]\ninterval = 0.5\n',
+        encoding="utf-8",
+    )
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jupiter_bus", "agent", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "jupiter_bus", "watch", "resources", "--node", node,
+            "--json", "--count", "3", "--duration", "60",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(child.communicate(), 90)
+    finally:
+        agent.terminate()
+        await agent.wait()
+    assert child.returncode == 0, err.decode()
+    samples = [orjson.loads(line) for line in out.splitlines()]
+    assert len(samples) == 3
+    assert {s["node"] for s in samples} == {node}
+    assert all(s["type"] == "resource" for s in samples)
+    assert {s["cpu_count"] for s in samples} == {psutil.cpu_count()}
+    assert all(s["host"] == "127.0.0.1" for s in samples)
