@@ -9,8 +9,9 @@ and jitter for a bounded number of attempts. The result is stored, published as
 the job acked. A job redelivered more than ``redelivery_limit`` times is
 dead-lettered instead of being tried forever.
 
-While a job runs, its progress goes out as ``transfer.progress.<node>`` events: one
-when the copy starts, then at most one every ``progress_interval`` seconds
+While a job runs, its progress goes out as ``transfer.progress.<node>`` events: the
+first once it has run ``progress_interval`` seconds (a shorter job sends none), then at
+most one every ``progress_interval`` seconds
 (:mod:`~jupiter_providers.transfer_progress`), none after the result. The network
 profiler's probes (granted jobs of this node's own providers) send none.
 
@@ -164,8 +165,8 @@ class TransferOptions(Options):
     )
     progress_interval: float = option(
         0.5,
-        doc="seconds between two transfer.progress events of a running job (0: none; "
-        "one is always sent when the copy starts)",
+        doc="seconds between two transfer.progress events of a running job, the first this "
+        "long into the copy (0: none; a shorter job sends none)",
         unit="seconds",
         ge=0,
     )

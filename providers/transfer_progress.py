@@ -3,8 +3,11 @@
 A :class:`ProgressReporter` is made per job the worker runs. Engines call its
 :meth:`~ProgressReporter.update` (through :attr:`CopyJob.progress
 <jupiter_providers.copy_job.CopyJob.progress>`) with the bytes copied so far, as often as
-they like; the reporter publishes at most one :class:`~jupiter_bus.messages.TransferProgress`
-every ``interval`` seconds, fire-and-forget, with at most one publish in flight: an update
+they like; the reporter publishes the first :class:`~jupiter_bus.messages.TransferProgress`
+once the copy has run ``interval`` seconds (a copy that ends sooner sends none: a
+thousand 4 KB files a second need no progress bar, and publishing one event each cost
+the worker about a tenth of its throughput), then at most one every ``interval``
+seconds, fire-and-forget, with at most one publish in flight: an update
 arriving while the previous one is still being sent is skipped. Publishing never fails
 or slows the copy: errors are logged at DEBUG and forgotten. :meth:`~ProgressReporter.close`
 stops it before the job's result goes out, so no progress follows the result.
@@ -33,7 +36,7 @@ it must reach the broker before the result, and must not hold the result up for 
 
 
 class ProgressReporter:
-    """Publishes the progress of one job: at the start, then at most once per ``interval``.
+    """Publishes the progress of one job: after ``interval``, then at most once per ``interval``.
 
     ``update`` must be called on the event loop (engines that copy in a thread hand it to
     the loop with ``call_soon_threadsafe``). ``published`` and ``skipped`` count what
@@ -42,7 +45,7 @@ class ProgressReporter:
     Example::
 
         reporter = ProgressReporter(transport, "node1", request.id, total=size, interval=0.5)
-        reporter.start()                      # bytes_done = 0
+        reporter.start()                      # the first event in 0.5 s, if still copying
         job = CopyJob(..., progress=reporter.update)
         try:
             await engine.copy(job)
@@ -67,6 +70,8 @@ class ProgressReporter:
         self._interval = interval
         self._loop = asyncio.get_running_loop()
         self._last_sent = -float("inf")
+        self._done = 0
+        self._timer: asyncio.TimerHandle | None = None
         self._sending: asyncio.Task[None] | None = None
         self._closed = False
         self.published = 0
@@ -75,11 +80,22 @@ class ProgressReporter:
         """Updates left out because the previous event was still being sent."""
 
     def start(self) -> None:
-        """Announce the copy: one event with ``bytes_done`` 0 (not rate-limited)."""
-        self._send_soon(0)
+        """The copy starts: announce it once it has run ``interval`` seconds (with the bytes
+        done by then, 0 for an engine that reports none); with ``interval`` 0, at once."""
+        if self._interval <= 0:
+            self._send_soon(0)
+            return
+        self._last_sent = self._loop.time()  # updates, too, wait an interval from here
+        self._timer = self._loop.call_later(self._interval, self._announce)
+
+    def _announce(self) -> None:
+        self._timer = None
+        if self.published == 0:  # no update came due first
+            self._send_soon(self._done)
 
     def update(self, bytes_done: int) -> None:
         """The copy has reached ``bytes_done`` bytes: publish it if one is due. Never raises."""
+        self._done = max(self._done, bytes_done)
         if self._closed or self._loop.time() - self._last_sent < self._interval:
             return
         if self._sending is not None and not self._sending.done():
@@ -124,6 +140,9 @@ class ProgressReporter:
         """Publish nothing more; let the event in flight reach the broker (at most
         :data:`FLUSH_SECONDS`, then it is cancelled), so that none follows the result."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         task, self._sending = self._sending, None
         if task is None or task.done():
             return

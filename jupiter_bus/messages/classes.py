@@ -386,9 +386,10 @@ class TransferResult(_Envelope):
 class TransferProgress(_Envelope):
     """How far a running transfer got, published on ``transfer.progress.<node>``.
 
-    An event, not a record: workers publish one when a copy starts (``bytes_done`` 0)
-    and at most one every ``progress_interval`` seconds while bytes flow, never after
-    the job's :class:`TransferResult`. ``bytes_total`` is absent when the size is
+    An event, not a record: workers publish the first once a copy has run
+    ``progress_interval`` seconds (a shorter copy has none), then at most one every
+    ``progress_interval`` seconds while bytes flow, never after the job's
+    :class:`TransferResult`. ``bytes_total`` is absent when the size is
     unknown; ``bytes_done`` may not exceed it.
 
     Example::
