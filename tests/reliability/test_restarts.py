@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -149,12 +149,15 @@ def _at_least(collected: dict[str, float], count: int) -> bool:
     return len(collected) >= count
 
 
-async def _start_agent(transport: Transport, node: str, tmp_path: Path) -> Agent:
+async def _start_agent(
+    transport: Transport, node: str, tmp_path: Path, extra: Mapping[str, Any] | None = None
+) -> Agent:
     options = {
         "engine": "local",
         "concurrency": 32,
         "state_dir": str(tmp_path / f"state-{node}"),
         "allow_roots": [str(tmp_path / "src")],
+        **(extra or {}),
     }
     agent = Agent(node, transport, {"transfer": options}, grace=10)
     return agent
@@ -169,8 +172,15 @@ async def run_mid_stream(
     jobs: int,
     outages: int,
     timeout: float,
+    observer_url: str = AMQP_URL,
+    transfer_options: Mapping[str, Any] | None = None,
 ) -> Figures:
-    """Stream ``jobs`` transfers and events, run ``outage`` ``outages`` times; check all."""
+    """Stream ``jobs`` transfers and events, run ``outage`` ``outages`` times; check all.
+
+    ``observer_url``: where the test's own observer (counting ``transfer.done`` events,
+    reading queue lengths) connects, out of the outages' way. ``transfer_options``: more
+    options of the agents' transfer providers (e.g. the work queue type).
+    """
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     dst.mkdir()
@@ -192,8 +202,11 @@ async def run_mid_stream(
         transports.append(t)
         return t
 
-    observer = await connect(AMQP_URL, connection_name=f"restarts observer {unique}")
-    agents = [await _start_agent(await transport(f"agent {n}"), n, tmp_path) for n in nodes]
+    observer = await connect(observer_url, connection_name=f"restarts observer {unique}")
+    agents = [
+        await _start_agent(await transport(f"agent {n}"), n, tmp_path, transfer_options)
+        for n in nodes
+    ]
     running = [asyncio.create_task(a.run()) for a in agents]
     stop_events = asyncio.Event()
     background: list[asyncio.Task[None]] = []
