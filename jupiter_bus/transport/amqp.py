@@ -303,6 +303,7 @@ class AmqpTransport(Transport):
         self._rpc_queue: AbstractRobustQueue | None = None
         self._rpc_lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._dead_queue_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"AmqpTransport({safe_url(self.url)!r})"
@@ -344,7 +345,7 @@ class AmqpTransport(Transport):
         try:
             self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._admin = await connection.channel(publisher_confirms=False)
-            await self._declare_topology(self._admin)
+            await self._declare_topology(self._admin, connection)
         except BaseException:
             with contextlib.suppress(Exception):
                 await connection.close()
@@ -364,6 +365,13 @@ class AmqpTransport(Transport):
 
     def _on_restored(self, *_: object) -> None:
         log.info("connection to %s restored", safe_url(self.url))
+        if self._connection is not None and (
+            self._dead_queue_task is None or self._dead_queue_task.done()
+        ):
+            self._dead_queue_task = asyncio.create_task(
+                self._ensure_dead_queue(self._connection),
+                name="jupiter-bus ensure dead-letter queue",
+            )
 
     def on_reconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
         def fire(*_: object, **__: object) -> None:
@@ -376,12 +384,39 @@ class AmqpTransport(Transport):
         callbacks.add(fire)
         return lambda: callbacks.discard(fire)
 
-    async def _declare_topology(self, channel: AbstractRobustChannel) -> None:
+    async def _declare_topology(
+        self, channel: AbstractRobustChannel, connection: AbstractRobustConnection
+    ) -> None:
         await channel.declare_exchange(EVENTS_EXCHANGE, ExchangeType.TOPIC, durable=True)
         await channel.declare_exchange(TRANSFERS_EXCHANGE, ExchangeType.DIRECT, durable=True)
-        dead = await channel.declare_exchange(DEAD_EXCHANGE, ExchangeType.FANOUT, durable=True)
-        queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
-        await queue.bind(dead, "")
+        await channel.declare_exchange(DEAD_EXCHANGE, ExchangeType.FANOUT, durable=True)
+        await self._ensure_dead_queue(connection)
+
+    async def _ensure_dead_queue(self, connection: AbstractRobustConnection) -> None:
+        """Make sure ``jupiter.dead`` exists and is bound, on scratch channels.
+
+        Not declared on a robust channel: aio-pika would declare it again on every
+        reconnect, and on a cluster a classic queue lives on one node, so while that
+        node is down its declaration fails (NOT_FOUND) and takes the whole connection
+        with it, every reconnect, in every client. Here that failure is a warning (dead
+        letters are dropped until the node is back); :meth:`_on_restored` ensures the
+        queue again after each reconnect. A queue declared otherwise beforehand (e.g. a
+        quorum queue, by an operator) is kept as it is: it is only checked for, and bound.
+        """
+        try:
+            try:
+                await self._on_scratch_channel(DEAD_QUEUE, "declare", connection)
+            except TransportError:  # no such queue (or its node is down): declare it
+                await self._on_scratch_channel(DEAD_QUEUE, "create", connection)
+            await self._on_scratch_channel(DEAD_QUEUE, "bind", connection)
+        except TransportError as exc:
+            log.warning(
+                "dead-letter queue %s unavailable (%s): messages refused until it is "
+                "back are dropped; on a cluster declare it as a quorum queue "
+                "(docs/beyond-one-broker.md)",
+                DEAD_QUEUE,
+                exc,
+            )
 
     async def open_channel(self) -> AbstractRobustChannel:
         """A new robust channel on this transport's connection."""
@@ -395,6 +430,9 @@ class AmqpTransport(Transport):
             if not waiter.done():
                 waiter.set_exception(TransportError("transport closed before the reply came"))
         self._pending.clear()
+        if self._dead_queue_task is not None:
+            self._dead_queue_task.cancel()
+            await asyncio.gather(self._dead_queue_task, return_exceptions=True)
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
@@ -484,15 +522,33 @@ class AmqpTransport(Transport):
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise TransportError(f"cannot declare or bind {name!r}: {exc}") from None
 
-    async def _on_scratch_channel(self, name: str, op: str) -> Any:
-        channel = await self.connection.channel(publisher_confirms=False)
+    async def _on_scratch_channel(
+        self, name: str, op: str, connection: AbstractRobustConnection | None = None
+    ) -> Any:
+        """``op`` on queue ``name`` on a channel of its own (a failure closes only that one).
+
+        ``op``: ``declare`` (passive), ``create`` (a durable classic queue), ``bind`` (to
+        ``jupiter.dead``, for the dead-letter queue) or ``delete``; on ``connection``
+        (default: this transport's).
+        """
+        channel = await (connection or self.connection).channel(publisher_confirms=False)
         try:
             underlay = await channel.get_underlay_channel()
             if op == "delete":
                 return await underlay.queue_delete(name)
+            if op == "create":
+                return await underlay.queue_declare(name, durable=True)
+            if op == "bind":
+                return await underlay.queue_bind(name, DEAD_EXCHANGE, "")
             return await underlay.queue_declare(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            detail = str(exc.args[0]) if exc.args else ""
+            if "down or inaccessible" in detail:  # a classic queue whose cluster node is down
+                raise TransportError(f"queue {name!r} unavailable: {detail}") from None
             raise TransportError(f"no queue {name!r}") from None
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            detail = str(exc.args[0]) if exc.args else ""
+            raise TransportError(f"queue {name!r}: {detail}") from None
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()

@@ -42,6 +42,7 @@ from pathlib import Path
 __all__ = [
     "CLUSTER_NODES",
     "ClusterError",
+    "QuorumQueue",
     "RabbitCluster",
     "RabbitNode",
     "cluster_unavailable_reason",
@@ -354,30 +355,51 @@ class RabbitCluster:
         await self.actl(node, "start_app")
         await self.actl(node, "await_startup", "--timeout", "60", timeout=90)
 
-    async def connections(self, node: RabbitNode) -> list[tuple[str, int]]:
-        """(client connection name, AMQP port) of each connection on ``node``."""
+    async def connections(self, node: RabbitNode) -> list[str]:
+        """Client-given names of the connections ``node`` itself serves.
+
+        ``list_connections`` answers for the whole cluster, whichever node is asked: the
+        server-side port tells the node.
+        """
         out = await self.actl(
             node, "list_connections", "client_properties", "port", "--no-table-headers", "-q"
         )
-        found: list[tuple[str, int]] = []
+        names: list[str] = []
         for line in out.splitlines():
-            name = re.search(r'\{"connection_name","([^"]*)"\}', line)
             port = re.search(r"\t(\d+)\s*$", line)
-            if port is not None:
-                found.append((name.group(1) if name else "?", int(port.group(1))))
-        return found
+            if port is not None and int(port.group(1)) == node.port:
+                name = re.search(r'\{"connection_name","([^"]*)"\}', line)
+                names.append(name.group(1) if name else "?")
+        return names
 
-    async def quorum_leaders(self, node: RabbitNode) -> dict[str, str]:
-        """Quorum queue name -> its leader's node name, as ``node`` sees them."""
+    async def quorum_queues(self, node: RabbitNode) -> dict[str, QuorumQueue]:
+        """The cluster's quorum queues, by name, as ``node`` sees them."""
         out = await self.actl(
-            node, "list_queues", "name", "type", "leader", "--no-table-headers", "-q"
+            node,
+            "list_queues",
+            *("name", "type", "leader", "members", "online"),
+            "--no-table-headers",
+            "-q",
         )
-        leaders: dict[str, str] = {}
+        queues: dict[str, QuorumQueue] = {}
         for line in out.splitlines():
             parts = line.split("\t")
-            if len(parts) >= 3 and parts[1].strip() == "quorum":
-                leaders[parts[0].strip()] = parts[2].strip()
-        return leaders
+            if len(parts) == 5 and parts[1] == "quorum":
+                queues[parts[0]] = QuorumQueue(
+                    leader=parts[2],
+                    members=frozenset(re.findall(r"[\w.-]+@[\w.-]+", parts[3])),
+                    online=frozenset(re.findall(r"[\w.-]+@[\w.-]+", parts[4])),
+                )
+        return queues
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumQueue:
+    """Where a quorum queue's replicas are: its leader, its members, those online."""
+
+    leader: str
+    members: frozenset[str]
+    online: frozenset[str]
 
 
 def _read_pid(path: Path) -> int | None:

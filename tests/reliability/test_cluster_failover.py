@@ -2,16 +2,24 @@
 
 Three RabbitMQ nodes of our own (:mod:`.rabbit_cluster`: 5781-5783, never the default
 broker) form a cluster. Agents and a facade get all three addresses in one URL; the work
-queues are quorum queues. While transfer jobs (``local`` engine, small files) and a
-stream of resource events flow, the node the clients are connected to is stopped
-(``stop_app``); later it is started again, and the node the clients moved to is stopped
-in turn. Each job runs once, its file arrives once, its result is collected once, every
-connection moves to a surviving node by itself and events keep arriving
-(:func:`run_mid_stream` checks all that). The printed figures say how long recovery took.
+queues are quorum queues (``queue_type = "quorum"``), and so is the facade's completion
+queue (its default when the URL names several brokers). ``jupiter.dead`` is left as
+every client declares it, a classic queue, made by the first client on the node the
+clients use.
+
+While transfer jobs (``local`` engine, small files, a steady rate) and a stream of
+resource events flow, the node all the clients are connected to is stopped
+(``stop_app``); once they have moved, it is started again and must rejoin (its quorum
+replicas back online); then the node the clients moved to is stopped in turn, and
+started again at the end. :func:`run_mid_stream` checks that each job ran once, its file
+arrived once with its content, its result was collected once, every connection came
+back by itself and events kept arriving; the printed figures say how long recovery took
+(from the first connection lost).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import Counter
@@ -19,60 +27,101 @@ from pathlib import Path
 
 import pytest
 
+from jupiter_bus.topology import work_queue
+from jupiter_bus.transport import connect
+
 from .rabbit_cluster import RabbitCluster, RabbitNode
 from .test_restarts import AGENTS, _print, run_mid_stream
 
 pytestmark = pytest.mark.amqp
 
-JOBS = int(os.environ.get("JUPITER_BUS_CLUSTER_JOBS", "600"))
+JOBS = int(os.environ.get("JUPITER_BUS_CLUSTER_JOBS", "1200"))
+RATE = 50.0
+"""Jobs submitted per second: the stream lasts JOBS / RATE seconds, through both outages."""
 CLIENTS = AGENTS + 1
-"""Connections :func:`run_mid_stream` opens through the cluster URL: one per agent, the
+"""Connections :func:`run_mid_stream` opens through the cluster URL: the agents', the
 facade's."""
+MOVE_TIMEOUT = 30.0
 
 
 async def _clients_by_node(cluster: RabbitCluster, unique: str) -> Counter[str]:
-    """How many of this test's agent/facade connections each running node holds."""
+    """How many of this test's agent and facade connections each running node serves."""
     held: Counter[str] = Counter()
     for node in cluster.nodes:
         try:
-            connections = await cluster.connections(node)
+            names = await cluster.connections(node)
         except Exception:
-            continue  # stopped
+            continue  # its application is stopped
         held[node.name] = sum(
-            1
-            for name, _ in connections
-            if unique in name and name.startswith(("agent ", "facade "))
+            1 for name in names if unique in name and name.startswith(("agent ", "facade "))
         )
     return held
+
+
+async def _all_clients_on(cluster: RabbitCluster, unique: str) -> RabbitNode:
+    """The node serving every client connection (they all use the same address)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MOVE_TIMEOUT
+    while True:
+        held = await _clients_by_node(cluster, unique)
+        name, count = held.most_common(1)[0] if held else ("", 0)
+        if count == CLIENTS:
+            return next(n for n in cluster.nodes if n.name == name)
+        if loop.time() > deadline:
+            pytest.fail(f"clients not all on one node within {MOVE_TIMEOUT:g} s: {dict(held)}")
+        await asyncio.sleep(0.2)
+
+
+async def _rejoined(cluster: RabbitCluster, node: RabbitNode, queues: list[str]) -> float:
+    """Start ``node`` again; seconds until it runs in the cluster with its replicas of
+    ``queues`` online."""
+    began = time.monotonic()
+    await cluster.start_app(node)
+    running = cluster.running_nodes(node)
+    assert set(running) == {n.name for n in cluster.nodes}, f"{node.name} sees {running}"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MOVE_TIMEOUT
+    while True:
+        status = await cluster.quorum_queues(node)
+        lagging = [q for q in queues if node.name not in status[q].online]
+        if not lagging:
+            return time.monotonic() - began
+        if loop.time() > deadline:
+            pytest.fail(f"{node.name}'s replicas of {lagging} not back: {status}")
+        await asyncio.sleep(0.2)
 
 
 async def test_jobs_and_events_survive_losing_the_clients_node(
     rabbit_cluster: RabbitCluster, tmp_path: Path, unique: str
 ) -> None:
     cluster = rabbit_cluster
-    observer_node = cluster.nodes[-1]  # the test's observer stays out of the outages' way
+    observer_node = cluster.nodes[-1]  # the test's own observer, out of the outages' way
+    queues = [work_queue(f"rs-{unique}-{k}") for k in range(AGENTS)]
     stopped: list[RabbitNode] = []
     timeline: list[str] = []
 
     async def outage() -> None:
-        if stopped:
-            began = time.monotonic()
-            await cluster.start_app(stopped[-1])
-            running = cluster.running_nodes(stopped[-1])
-            assert len(running) == len(cluster.nodes), f"{stopped[-1].name} sees {running}"
-            timeline.append(f"{stopped[-1].short} back in {time.monotonic() - began:.1f} s")
-        held = await _clients_by_node(cluster, unique)
-        name, count = held.most_common(1)[0]
-        assert count == CLIENTS, f"clients spread over the nodes: {dict(held)}"
-        node = next(n for n in cluster.nodes if n.name == name)
-        assert node is not observer_node
+        node = await _all_clients_on(cluster, unique)
+        assert node is not observer_node, "the clients moved onto the observer's node"
+        leaders = {q.leader for n, q in (await cluster.quorum_queues(node)).items() if n in queues}
         began = time.monotonic()
         await cluster.stop_app(node)
         stopped.append(node)
         timeline.append(
-            f"{node.short} stopped ({count} clients on it) in {time.monotonic() - began:.1f} s"
+            f"{node.short} stopped in {time.monotonic() - began:.1f} s "
+            f"(work queue leaders were on {sorted(n.split('@')[0] for n in leaders)})"
         )
+        if len(stopped) == 1:  # bring it back once the clients have moved
+            moved_to = await _all_clients_on(cluster, unique)
+            seconds = await _rejoined(cluster, node, queues)
+            timeline.append(
+                f"clients moved to {moved_to.short}; {node.short} rejoined in {seconds:.1f} s"
+            )
 
+    # The first client of a deployment makes jupiter.dead (a classic queue) on the node it
+    # is connected to: here the node all clients use, the first one stopped below.
+    seed = await connect(cluster.node_url(cluster.nodes[0]), connection_name=f"seed {unique}")
+    await seed.close()
     figures = await run_mid_stream(
         tmp_path,
         unique,
@@ -80,14 +129,17 @@ async def test_jobs_and_events_survive_losing_the_clients_node(
         outage,
         jobs=JOBS,
         outages=2,
-        timeout=60,
+        timeout=90,
         observer_url=cluster.node_url(observer_node),
         transfer_options={"queue_type": "quorum", "delivery_limit": 10},
+        submit_rate=RATE,
     )
+    began = time.monotonic()
     await cluster.start_app(stopped[-1])
     assert len(cluster.running_nodes(stopped[-1])) == len(cluster.nodes)
+    timeline.append(f"{stopped[-1].short} back in {time.monotonic() - began:.1f} s")
     _print(
-        f"cluster of {len(cluster.nodes)} (up in {cluster.started_seconds:.1f} s); "
-        + "; ".join(timeline),
+        f"RabbitMQ cluster of {len(cluster.nodes)} (up in {cluster.started_seconds:.1f} s), "
+        "the clients' node stopped twice: " + "; ".join(timeline),
         figures,
     )
