@@ -194,9 +194,9 @@ class RabbitCluster:
         hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
         return f"amqp://guest:guest@{hosts}/"
 
-    def node_url(self, node: RabbitNode) -> str:
-        """An AMQP URL of ``node`` alone."""
-        return f"amqp://guest:guest@127.0.0.1:{node.port}/"
+    def node_url(self, node: RabbitNode, vhost: str = "") -> str:
+        """An AMQP URL of ``node`` alone (of virtual host ``vhost``; default ``/``)."""
+        return f"amqp://guest:guest@127.0.0.1:{node.port}/{vhost}"
 
     def node_at(self, port: int) -> RabbitNode:
         """The node listening on AMQP ``port``."""
@@ -345,6 +345,16 @@ class RabbitCluster:
                 f"{(err or out).decode(errors='replace').strip()[-800:]}"
             )
         return out.decode(errors="replace")
+
+    async def add_vhost(self, name: str) -> None:
+        """A virtual host on the cluster that ``guest`` may use fully."""
+        first = self.nodes[0]
+        await self.actl(first, "add_vhost", name)
+        await self.actl(first, "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+
+    async def delete_vhost(self, name: str) -> None:
+        """Remove virtual host ``name`` and everything in it."""
+        await self.actl(self.nodes[0], "delete_vhost", name)
 
     async def stop_app(self, node: RabbitNode) -> None:
         """Stop the RabbitMQ application on ``node`` (its Erlang node stays up)."""
