@@ -77,7 +77,10 @@ def default_completion_queue_type(url: str) -> QueueType:
         >>> default_completion_queue_type("amqp://u:p@h1:5672,h2:5672/")
         'quorum'
     """
-    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        return "classic"
+    hosts = parts.netloc.rpartition("@")[2]
     return "quorum" if len([h for h in hosts.split(",") if h]) > 1 else "classic"
 
 
