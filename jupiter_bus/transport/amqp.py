@@ -46,6 +46,7 @@ from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from . import secret_scrub
 from .base import (
+    JSON_CONTENT_TYPE,
     Consumer,
     Delivery,
     Envelope,
@@ -136,6 +137,27 @@ class AmqpDelivery(Delivery):
 
     async def _publish_dead(self, reason: str, body: bytes | None) -> None:
         await self._transport.dead_letter(self.envelope, reason, body=body)
+
+    def _is_direct(self, reply_to: str) -> bool:
+        return reply_to.startswith(DIRECT_REPLY_TO)
+
+    async def _ack_and_reply(self, body: bytes, correlation_id: str | None) -> None:
+        # The reply goes on the delivery's own channel (no confirms), after the ack: the
+        # broker handles one channel's frames in order, so the ack is done even if the
+        # reply makes it close the connection (RabbitMQ 3.10 does when the requester's
+        # node is down), and nothing is retried.
+        await self._ack()
+        if _is_stale(self._message):
+            return  # the ack was lost with the channel: the job comes back, answered again
+        properties = aiormq.spec.Basic.Properties(
+            content_type=JSON_CONTENT_TYPE, correlation_id=correlation_id, delivery_mode=1
+        )
+        try:
+            await self._message.channel.basic_publish(
+                body, exchange="", routing_key=self.envelope.reply_to or "", properties=properties
+            )
+        except (*_RETRYABLE, aiormq.exceptions.AMQPError) as exc:
+            log.info("reply to %s lost: %s", self.envelope.correlation_id, type(exc).__name__)
 
 
 class _OwnChannel:
@@ -369,9 +391,17 @@ class AmqpTransport(Transport):
             self._dead_queue_task is None or self._dead_queue_task.done()
         ):
             self._dead_queue_task = asyncio.create_task(
-                self._ensure_dead_queue(self._connection),
+                self._ensure_dead_queue_again(self._connection),
                 name="jupiter-bus ensure dead-letter queue",
             )
+
+    async def _ensure_dead_queue_again(self, connection: AbstractRobustConnection) -> None:
+        """:meth:`_ensure_dead_queue` after a reconnect; a connection lost meanwhile makes
+        it wait for the next one."""
+        try:
+            await self._ensure_dead_queue(connection)
+        except Exception as exc:
+            log.info("dead-letter queue not checked (%s); next reconnect will", exc)
 
     def on_reconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
         def fire(*_: object, **__: object) -> None:

@@ -28,13 +28,17 @@ from typing import Any
 
 import aio_pika
 import pytest
+from jupiter_providers.transfer import TransferProvider
 
 from jupiter_bus.errors import TransportError
-from jupiter_bus.topology import DEAD_QUEUE, EVENTS_EXCHANGE, work_queue
+from jupiter_bus.topology import DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE, work_queue
 from jupiter_bus.transport import Envelope, connect
+from jupiter_bus.transport.amqp import AmqpTransport
 
+from ..conftest import eventually
+from ..test_transfer_worker import request_body
 from .rabbit_cluster import RabbitCluster, RabbitNode
-from .test_restarts import AGENTS, _print, run_mid_stream
+from .test_restarts import AGENTS, CountingEngine, _print, _start_agent, run_mid_stream
 
 pytestmark = pytest.mark.amqp
 
@@ -46,6 +50,9 @@ CLIENTS = AGENTS + 1
 facade's."""
 MOVE_TIMEOUT = 30.0
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+DIRECT_JOBS = 16
+QUIET = 2.0
+"""Seconds without a lost connection that say a worker has settled down."""
 
 
 async def _clients_by_node(cluster: RabbitCluster, unique: str) -> Counter[str]:
@@ -188,3 +195,75 @@ async def test_clients_connect_while_the_dead_letter_queue_is_out_of_reach(
             await bus.close()
     finally:
         await asyncio.gather(cluster.delete_vhost(classic), cluster.delete_vhost(quorum))
+
+
+async def test_replies_to_a_stopped_requesters_node_leave_the_worker_alone(
+    rabbit_cluster: RabbitCluster, tmp_path: Path, unique: str
+) -> None:
+    """A requester waits on direct reply-to; its node stops while its jobs run. The
+    worker's replies then go to addresses of a node that is down (RabbitMQ 3.10 answers
+    such a publish by crashing the channel, and the connection with it). Each job still
+    runs once, is acked once, and the worker settles down instead of losing its
+    connection again and again to redelivered jobs whose replies crash it."""
+    cluster = rabbit_cluster
+    requester_node = cluster.nodes[2]
+    node = f"dr-{unique}"
+    src = tmp_path / "src"
+    src.mkdir()
+    runs: Counter[str] = Counter()
+    losses: list[float] = []
+    worker_bus = AmqpTransport(cluster.url, connection_name=f"agent {node}", reconnect_interval=0.2)
+    await worker_bus.connect()
+    worker_bus.connection.close_callbacks.add(lambda *_: losses.append(time.monotonic()))
+    agent = await _start_agent(
+        worker_bus, node, tmp_path, {"queue_type": "quorum", "concurrency": 32}
+    )
+    running = asyncio.create_task(agent.run())
+    requester = await connect(cluster.node_url(requester_node), connection_name=f"rq {unique}")
+    calls: list[asyncio.Task[Any]] = []
+    try:
+        await asyncio.wait_for(agent.started(), 30)
+        provider = agent.provider("transfer")
+        assert isinstance(provider, TransferProvider)
+        provider.engines["local"] = CountingEngine(provider.engines["local"], runs)
+        await eventually(lambda: provider.health().detail.startswith("consuming"), 30)
+        for i in range(DIRECT_JOBS):
+            source = src / f"slow-{i}.bin"
+            source.write_bytes(b"x" * 100)
+            body = request_body(None, source, str(tmp_path / f"out-{i}.bin"), engine="local")
+            calls.append(
+                asyncio.create_task(requester.request(TRANSFERS_EXCHANGE, node, body, timeout=60))
+            )
+        await eventually(lambda: len(runs) == DIRECT_JOBS, 30)  # all running (1 s each)
+        await cluster.stop_app(requester_node)
+        stopped = time.monotonic()
+        await eventually(lambda: provider.completed == DIRECT_JOBS, 30)
+        # settled: connected, and no connection lost for QUIET seconds
+        await eventually(
+            lambda: (
+                time.monotonic() - max(losses, default=0.0) > QUIET
+                and not worker_bus.connection.is_closed
+            ),
+            30,
+        )
+        after = [t - stopped for t in losses if t > stopped]
+        # at most one loss per reply to the stopped node: each job is acked before it
+        assert len(after) <= DIRECT_JOBS, f"worker connection lost {len(after)} times"
+        settled = await worker_bus.queue_stats(work_queue(node))
+        assert settled.messages == 0, f"{settled.messages} jobs back in the queue"
+        assert all(n == 1 for n in runs.values()), runs
+        print(
+            f"\n{DIRECT_JOBS} direct-reply jobs, their requester's node stopped mid-run: "
+            f"each ran once; the worker's connection was lost {len(after)} times, the last "
+            f"{max(after, default=0):.2f} s after the stop"
+        )
+    finally:
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        agent.stop()
+        await asyncio.gather(running, return_exceptions=True)
+        await cluster.start_app(requester_node)
+        await worker_bus.delete_queue(work_queue(node))
+        await worker_bus.close()
+        await requester.close()
