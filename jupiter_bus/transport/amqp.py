@@ -112,6 +112,33 @@ def _is_stale(message: AbstractIncomingMessage) -> bool:
         return True
 
 
+async def _queue_op(channel: aiormq.abc.AbstractChannel, name: str, op: str) -> Any:
+    """One queue operation of :meth:`AmqpTransport._on_scratch_channel`; its answer."""
+    try:
+        if op == "delete":
+            return await channel.queue_delete(name)
+        if op == "create":
+            return await channel.queue_declare(name, durable=True)
+        if op == "bind":
+            return await channel.queue_bind(name, DEAD_EXCHANGE, "")
+        return await channel.queue_declare(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        detail = str(exc.args[0]) if exc.args else ""
+        if "down or inaccessible" in detail:  # a classic queue whose cluster node is down
+            raise TransportError(f"queue {name!r} unavailable: {detail}") from None
+        raise TransportError(f"no queue {name!r}") from None
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        detail = str(exc.args[0]) if exc.args else ""
+        raise TransportError(f"queue {name!r}: {detail}") from None
+
+
+def _connection_lost(name: str, op: str, exc: BaseException) -> TransportError:
+    return TransportError(
+        f"{op} of queue {name!r} failed: connection lost ({type(exc).__name__}); "
+        "it comes back by itself, try again"
+    )
+
+
 class AmqpDelivery(Delivery):
     """A delivery from a RabbitMQ work queue."""
 
@@ -559,26 +586,17 @@ class AmqpTransport(Transport):
 
         ``op``: ``declare`` (passive), ``create`` (a durable classic queue), ``bind`` (to
         ``jupiter.dead``, for the dead-letter queue) or ``delete``; on ``connection``
-        (default: this transport's).
+        (default: this transport's). A connection lost meanwhile is a
+        :class:`TransportError` too (aio-pika raises ``RuntimeError`` for a closed one).
         """
-        channel = await (connection or self.connection).channel(publisher_confirms=False)
         try:
-            underlay = await channel.get_underlay_channel()
-            if op == "delete":
-                return await underlay.queue_delete(name)
-            if op == "create":
-                return await underlay.queue_declare(name, durable=True)
-            if op == "bind":
-                return await underlay.queue_bind(name, DEAD_EXCHANGE, "")
-            return await underlay.queue_declare(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity as exc:
-            detail = str(exc.args[0]) if exc.args else ""
-            if "down or inaccessible" in detail:  # a classic queue whose cluster node is down
-                raise TransportError(f"queue {name!r} unavailable: {detail}") from None
-            raise TransportError(f"no queue {name!r}") from None
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            detail = str(exc.args[0]) if exc.args else ""
-            raise TransportError(f"queue {name!r}: {detail}") from None
+            channel = await (connection or self.connection).channel(publisher_confirms=False)
+        except (RuntimeError, *_RETRYABLE) as exc:
+            raise _connection_lost(name, op, exc) from None
+        try:
+            return await _queue_op(await channel.get_underlay_channel(), name, op)
+        except (RuntimeError, *_RETRYABLE) as exc:
+            raise _connection_lost(name, op, exc) from None
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
