@@ -6,7 +6,9 @@ from the local job store if its idempotency key already completed, refuse it
 transient failures (refused/reset connections, timeouts) with exponential backoff
 and jitter for a bounded number of attempts. The result is stored, published as
 ``transfer.done.<node>`` and sent to the request's ``reply_to``, and only then is
-the job acked. A job redelivered more than ``redelivery_limit`` times is
+the job acked (a direct reply-to answer goes right after the ack: nothing can keep it,
+and on a RabbitMQ cluster one to a requester whose node is down costs the worker its
+connection). A job redelivered more than ``redelivery_limit`` times is
 dead-lettered instead of being tried forever.
 
 While a job runs, its progress goes out as ``transfer.progress.<node>`` events: the
@@ -59,7 +61,7 @@ from jupiter_bus.options import Options, option
 from jupiter_bus.plugins import NodeContext, Provider, TransferSample
 from jupiter_bus.receive import decode_delivery
 from jupiter_bus.topology import EVENTS_EXCHANGE, transfer_done_key
-from jupiter_bus.transport import Delivery, Envelope, WorkQueueOptions
+from jupiter_bus.transport import Delivery, WorkQueueOptions
 from jupiter_bus.transport.base import QueueType
 
 from .copy_engines import (
@@ -323,8 +325,7 @@ class TransferProvider(Provider):
             log.info(
                 "node %s job %s: already done, answering from the job store", self.context.node, key
             )
-            await self._answer(delivery.envelope, decode(stored, TransferResult), stored)
-            await delivery.ack()
+            await self._answer(delivery, decode(stored, TransferResult), stored)
             return
         if delivery.envelope.redelivered:
             count = await store.count_redelivery(key)
@@ -343,20 +344,23 @@ class TransferProvider(Provider):
         finally:
             del self._running[key]
             finished.set_result(None)
-        await self._answer(delivery.envelope, result, body)
-        await delivery.ack()
+        await self._answer(delivery, result, body)
 
-    async def _answer(self, envelope: Envelope, result: TransferResult, body: bytes) -> None:
-        transport = self.context.transport
-        # Both are confirmed before the job is acked, but neither waits for the other.
-        await asyncio.gather(
-            transport.publish(
-                EVENTS_EXCHANGE, transfer_done_key(self.context.node), body, persistent=True
-            ),
-            transport.reply(
-                envelope, body, correlation_id=envelope.correlation_id or result.request_id
-            ),
+    async def _answer(self, delivery: Delivery, result: TransferResult, body: bytes) -> None:
+        """Publish the result, ack the job: ``transfer.done`` and a ``reply_to`` queue are
+        confirmed before the ack (neither waits for the other); a direct reply-to answer
+        goes after it (:meth:`Delivery.ack_and_reply`), since nothing can keep it."""
+        transport, envelope = self.context.transport, delivery.envelope
+        correlation_id = envelope.correlation_id or result.request_id
+        done = transport.publish(
+            EVENTS_EXCHANGE, transfer_done_key(self.context.node), body, persistent=True
         )
+        if delivery.direct_reply:
+            await done
+            await delivery.ack_and_reply(body, correlation_id=correlation_id)
+            return
+        await asyncio.gather(done, transport.reply(envelope, body, correlation_id=correlation_id))
+        await delivery.ack()
 
     def _result(
         self,

@@ -7,6 +7,7 @@ restored only while referenced); these tests prove ours come back by themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from jupiter_bus.agent import Agent
+from jupiter_bus.errors import TransportError
 from jupiter_bus.facade import JupiterInterface
 from jupiter_bus.messages import ResourceSample, encode
 from jupiter_bus.topology import EVENTS_EXCHANGE, TRANSFERS_EXCHANGE, resource_key
@@ -180,6 +182,36 @@ async def test_publish_during_an_outage_waits_for_the_connection(
         assert proxy.connections >= 2
     finally:
         await transport.close()
+
+
+async def test_queue_operations_during_an_outage_fail_as_transport_errors(
+    proxy: TcpProxy, observer: Transport, unique: str
+) -> None:
+    """``queue_stats`` and ``delete_queue`` while the connection is down raise
+    TransportError (what callers handle, e.g. a facade deleting its completion queue on
+    close), never aio-pika's ``RuntimeError`` for a closed connection; then work again."""
+    queue = await observer.declare_work_queue(f"outage-{unique}")
+    transport = AmqpTransport(_via_proxy(proxy.port), reconnect_interval=0.2)
+    await transport.connect()
+    try:
+        for _ in range(3):
+            proxy.cut()
+            for _ in range(20):
+                with contextlib.suppress(TransportError):
+                    await transport.queue_stats(queue)
+                await transport.delete_queue(f"jupiter.transfer.none-{unique}")
+                await asyncio.sleep(0.01)
+        await eventually(lambda: not transport.connection.is_closed, WAIT)
+        for _ in range(100):
+            with contextlib.suppress(TransportError):
+                assert (await transport.queue_stats(queue)).messages == 0
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("queue_stats never worked again")
+    finally:
+        await transport.close()
+        await observer.delete_queue(queue)
 
 
 async def test_request_works_again_after_reconnect(

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -49,9 +50,10 @@ from jupiter_bus.topology import (
     transfer_done_key,
     work_queue,
 )
-from jupiter_bus.transport import Transport
+from jupiter_bus.transport import Transport, connect
+from jupiter_bus.transport.base import HeaderValue, QueueType
 
-from .conftest import TransportFactory, eventually
+from .conftest import AMQP_URL, TransportFactory, eventually
 
 WAIT = 10.0
 
@@ -620,6 +622,39 @@ async def test_uncollected_results_stay_in_a_named_completion_queue(
             assert (await second.wait_transfer(job, timeout=WAIT)).ok
     finally:
         await admin.delete_queue(queue)
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize(
+    ("addresses", "chosen", "declared"),
+    [(1, None, "classic"), (2, None, "quorum"), (2, "classic", "classic"), (1, "quorum", "quorum")],
+)
+async def test_completion_queue_is_quorum_when_the_url_names_a_cluster(
+    addresses: int, chosen: QueueType | None, declared: QueueType, unique: str
+) -> None:
+    """Several broker addresses name a cluster, where a classic queue's results are out of
+    reach while its one node is down: the completion queue is then a quorum queue, unless
+    the caller chose its type."""
+    host = urlsplit(AMQP_URL).netloc.rpartition("@")[2]
+    url = AMQP_URL.replace(host, ",".join([host] * addresses), 1)
+    queue = f"jupiter.completions.test-{unique}"
+    quorum: dict[str, HeaderValue] = {"x-queue-type": "quorum"}
+    admin = await connect(AMQP_URL, connection_name=f"completion type {unique}")
+    try:
+        async with JupiterInterface(
+            url, completion_queue=queue, completion_queue_type=chosen, snapshot=False
+        ):
+            await admin.declare_queue(queue, arguments=quorum if declared == "quorum" else None)
+            with pytest.raises(TransportError, match="declare it alike"):
+                await admin.declare_queue(queue, arguments=None if declared == "quorum" else quorum)
+    finally:
+        await admin.delete_queue(queue)
+        await admin.close()
+
+
+def test_completion_queue_type_is_checked() -> None:
+    with pytest.raises(ValueError, match="completion_queue_type"):
+        JupiterInterface("memory://x", completion_queue_type="mirrored")  # type: ignore[arg-type]
 
 
 async def test_a_second_answer_to_a_held_job_is_acked_not_kept(

@@ -329,6 +329,30 @@ async def test_request_gets_its_own_reply(
         await asyncio.gather(server, return_exceptions=True)
 
 
+async def test_a_direct_reply_comes_after_the_ack_on_its_own(
+    transport: Transport, make_transport: TransportFactory, work_queue: str, unique: str
+) -> None:
+    """``ack_and_reply``: a request's direct reply address gets its answer, the job is
+    acked; a job whose ``reply_to`` is a queue is not a direct reply."""
+    node = work_queue.rsplit(".", 1)[1]
+    worker = await make_transport()
+    async with worker.consume(work_queue, prefetch=4) as consumer:
+        asked = asyncio.create_task(
+            transport.request(TRANSFERS_EXCHANGE, node, b"q", timeout=WAIT, correlation_id="c1")
+        )
+        delivery = await asyncio.wait_for(anext(consumer), WAIT)
+        assert delivery.direct_reply
+        await delivery.ack_and_reply(b"answer")
+        assert delivery.settled
+        reply = await asyncio.wait_for(asked, WAIT)
+        assert (reply.body, reply.correlation_id) == (b"answer", "c1")
+        await publish_job(transport, node, b"j", reply_to=f"jupiter.completions.test-{unique}")
+        queued = await asyncio.wait_for(anext(consumer), WAIT)
+        assert not queued.direct_reply
+        await queued.ack()
+    assert await transport.queue_length(work_queue) == 0
+
+
 async def test_request_without_answer_times_out(transport: Transport, work_queue: str) -> None:
     node = work_queue.rsplit(".", 1)[1]
     started = time.monotonic()

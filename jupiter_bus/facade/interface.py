@@ -37,7 +37,7 @@ from ..messages import (
 from ..state import NetworkData, NetworkState, ResourceData, ResourceState
 from ..topology import EVENTS_EXCHANGE, check_node, profile_key
 from ..transport import Transport, connect
-from ..transport.base import safe_url
+from ..transport.base import QueueType, safe_url
 from .pump import EventPump
 from .reads import StateReads
 from .transfers import (
@@ -46,6 +46,7 @@ from .transfers import (
     CompletionCollector,
     TransferClient,
     TransferJob,
+    default_completion_queue_type,
 )
 from .watch import Watch, Watches
 
@@ -67,7 +68,11 @@ class JupiterInterface:
     them there. Without one, ``jupiter.completions.<client_id>`` is used, made on the
     first submit and deleted on exit; should the process die first, the broker deletes it
     ``completion_expires`` seconds after its last consumer went (default an hour; ``None``:
-    never). ``max_results`` bounds the results held (not yet
+    never). ``completion_queue_type`` (``classic`` or ``quorum``) is the completion queue's
+    type; by default ``quorum`` when the URL names several brokers (a RabbitMQ cluster,
+    where a classic queue's results are out of reach while its one node is down), else
+    ``classic``; every process sharing a named queue must declare it alike.
+    ``max_results`` bounds the results held (not yet
     collected, and recently collected). With ``seal_key``, passwords are sealed
     (:mod:`jupiter_bus.sealing`) before they are published. With ``snapshot`` (the
     default), entering asks the node agents for their latest events
@@ -97,6 +102,7 @@ class JupiterInterface:
         snapshot: bool = True,
         completion_expires: float | None = DEFAULT_COMPLETION_EXPIRES,
         follow: Iterable[str] | None = None,
+        completion_queue_type: QueueType | None = None,
     ) -> None:
         if isinstance(url_or_transport, str):
             self._url: str | None = url_or_transport
@@ -124,6 +130,9 @@ class JupiterInterface:
             owner=self._client_id,
             expires=None if completion_queue is not None else completion_expires,
         )
+        if completion_queue_type not in (None, "classic", "quorum"):
+            raise ValueError("completion_queue_type must be 'classic', 'quorum' or None")
+        self._completion_queue_type = completion_queue_type
         self._transfers = TransferClient(self._completions, node=self._node, seal_key=seal_key)
         self._pump = EventPump(
             self._network,
@@ -207,6 +216,9 @@ class JupiterInterface:
                 assert self._url is not None
                 self._transport = await connect(self._url, connection_name=self._connection_name)
                 self._owns_transport = True
+            self._completions.queue_type = self._completion_queue_type or (
+                default_completion_queue_type(self._transport.url)
+            )
             await self._pump.start(self._transport)
             if self._snapshot_on_enter:
                 await self.request_snapshot()

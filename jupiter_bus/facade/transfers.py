@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import urlsplit
 
 from .. import sealing
 from ..errors import (
@@ -46,6 +47,7 @@ from ..messages import TransferEngine, TransferRequest, TransferResult, decode, 
 from ..receive import decode_delivery
 from ..topology import TRANSFERS_EXCHANGE, check_node, work_queue
 from ..transport import Consumer, Delivery, Transport
+from ..transport.base import HeaderValue, QueueType
 
 __all__ = [
     "COMPLETION_PREFIX",
@@ -53,6 +55,7 @@ __all__ = [
     "CompletionCollector",
     "TransferClient",
     "TransferJob",
+    "default_completion_queue_type",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,22 @@ DEFAULT_COMPLETION_EXPIRES: Final = 3600.0
 and one restarted with the same ``client_id`` within that time finds its results."""
 
 
+def default_completion_queue_type(url: str) -> QueueType:
+    """``quorum`` when ``url`` names several brokers (a cluster: ``amqp://u:p@h1,h2,h3/``,
+    :mod:`jupiter_bus.transport.broker_list`), ``classic`` otherwise.
+
+    Example::
+
+        >>> default_completion_queue_type("amqp://u:p@h1:5672,h2:5672/")
+        'quorum'
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        return "classic"
+    hosts = parts.netloc.rpartition("@")[2]
+    return "quorum" if len([h for h in hosts.split(",") if h]) > 1 else "classic"
+
+
 class CompletionCollector:
     """Results of submitted jobs: the completion-queue consumer, the results held (taken,
     not yet collected: their deliveries are acked once collected), the recently collected
@@ -75,7 +94,9 @@ class CompletionCollector:
     deleted). ``is_open`` says whether the owning interface is still open; ``owner``
     (its client id) goes in log lines. ``expires``: seconds the queue outlives its last
     consumer (``x-expires``; ``None``: forever); given for the default queue only, since
-    a named one is shared and must be declared alike everywhere.
+    a named one is shared and must be declared alike everywhere. ``queue_type``:
+    ``classic`` or ``quorum`` (on a RabbitMQ cluster a classic queue lives on one node, and
+    its results are out of reach while that node is down; a quorum queue is replicated).
 
     Example::
 
@@ -94,10 +115,12 @@ class CompletionCollector:
         is_open: Callable[[], bool],
         owner: str,
         expires: float | None = None,
+        queue_type: QueueType = "classic",
     ) -> None:
         self.queue = queue
         self.named = named
         self.expires = expires
+        self.queue_type: QueueType = queue_type
         self._owner = owner
         self._max_results = max_results
         self._is_open = is_open
@@ -200,10 +223,7 @@ class CompletionCollector:
             return self.queue
         async with self._lock:
             if self._task is None:
-                arguments = (
-                    None if self.expires is None else {"x-expires": round(self.expires * 1000)}
-                )
-                await transport.declare_queue(self.queue, arguments=arguments)
+                await transport.declare_queue(self.queue, arguments=self.arguments() or None)
                 self._transport = transport
                 consumer = transport.consume(self.queue, prefetch=min(self._max_results, 65_535))
                 try:
@@ -218,6 +238,15 @@ class CompletionCollector:
                     self._collect(consumer), name=f"jupiter-bus completions {self.queue}"
                 )
         return self.queue
+
+    def arguments(self) -> dict[str, HeaderValue]:
+        """The ``x-`` arguments the completion queue is declared with."""
+        arguments: dict[str, HeaderValue] = {}
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        if self.expires is not None:
+            arguments["x-expires"] = round(self.expires * 1000)
+        return arguments
 
     async def _collect(self, consumer: Consumer) -> None:
         """Take results from the completion queue; ack each once a caller collected it."""

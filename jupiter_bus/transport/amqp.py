@@ -46,6 +46,7 @@ from ..errors import InvalidURL, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from . import secret_scrub
 from .base import (
+    JSON_CONTENT_TYPE,
     Consumer,
     Delivery,
     Envelope,
@@ -111,6 +112,33 @@ def _is_stale(message: AbstractIncomingMessage) -> bool:
         return True
 
 
+async def _queue_op(channel: aiormq.abc.AbstractChannel, name: str, op: str) -> Any:
+    """One queue operation of :meth:`AmqpTransport._on_scratch_channel`; its answer."""
+    try:
+        if op == "delete":
+            return await channel.queue_delete(name)
+        if op == "create":
+            return await channel.queue_declare(name, durable=True)
+        if op == "bind":
+            return await channel.queue_bind(name, DEAD_EXCHANGE, "")
+        return await channel.queue_declare(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        detail = str(exc.args[0]) if exc.args else ""
+        if "down or inaccessible" in detail:  # a classic queue whose cluster node is down
+            raise TransportError(f"queue {name!r} unavailable: {detail}") from None
+        raise TransportError(f"no queue {name!r}") from None
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        detail = str(exc.args[0]) if exc.args else ""
+        raise TransportError(f"queue {name!r}: {detail}") from None
+
+
+def _connection_lost(name: str, op: str, exc: BaseException) -> TransportError:
+    return TransportError(
+        f"{op} of queue {name!r} failed: connection lost ({type(exc).__name__}); "
+        "it comes back by itself, try again"
+    )
+
+
 class AmqpDelivery(Delivery):
     """A delivery from a RabbitMQ work queue."""
 
@@ -136,6 +164,27 @@ class AmqpDelivery(Delivery):
 
     async def _publish_dead(self, reason: str, body: bytes | None) -> None:
         await self._transport.dead_letter(self.envelope, reason, body=body)
+
+    def _is_direct(self, reply_to: str) -> bool:
+        return reply_to.startswith(DIRECT_REPLY_TO)
+
+    async def _ack_and_reply(self, body: bytes, correlation_id: str | None) -> None:
+        # The reply goes on the delivery's own channel (no confirms), after the ack: the
+        # broker handles one channel's frames in order, so the ack is done even if the
+        # reply makes it close the connection (RabbitMQ 3.10 does when the requester's
+        # node is down), and nothing is retried.
+        await self._ack()
+        if _is_stale(self._message):
+            return  # the ack was lost with the channel: the job comes back, answered again
+        properties = aiormq.spec.Basic.Properties(
+            content_type=JSON_CONTENT_TYPE, correlation_id=correlation_id, delivery_mode=1
+        )
+        try:
+            await self._message.channel.basic_publish(
+                body, exchange="", routing_key=self.envelope.reply_to or "", properties=properties
+            )
+        except (*_RETRYABLE, aiormq.exceptions.AMQPError) as exc:
+            log.info("reply to %s lost: %s", self.envelope.correlation_id, type(exc).__name__)
 
 
 class _OwnChannel:
@@ -303,6 +352,7 @@ class AmqpTransport(Transport):
         self._rpc_queue: AbstractRobustQueue | None = None
         self._rpc_lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._dead_queue_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"AmqpTransport({safe_url(self.url)!r})"
@@ -344,7 +394,7 @@ class AmqpTransport(Transport):
         try:
             self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._admin = await connection.channel(publisher_confirms=False)
-            await self._declare_topology(self._admin)
+            await self._declare_topology(self._admin, connection)
         except BaseException:
             with contextlib.suppress(Exception):
                 await connection.close()
@@ -364,6 +414,21 @@ class AmqpTransport(Transport):
 
     def _on_restored(self, *_: object) -> None:
         log.info("connection to %s restored", safe_url(self.url))
+        if self._connection is not None and (
+            self._dead_queue_task is None or self._dead_queue_task.done()
+        ):
+            self._dead_queue_task = asyncio.create_task(
+                self._ensure_dead_queue_again(self._connection),
+                name="jupiter-bus ensure dead-letter queue",
+            )
+
+    async def _ensure_dead_queue_again(self, connection: AbstractRobustConnection) -> None:
+        """:meth:`_ensure_dead_queue` after a reconnect; a connection lost meanwhile makes
+        it wait for the next one."""
+        try:
+            await self._ensure_dead_queue(connection)
+        except Exception as exc:
+            log.info("dead-letter queue not checked (%s); next reconnect will", exc)
 
     def on_reconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
         def fire(*_: object, **__: object) -> None:
@@ -376,12 +441,39 @@ class AmqpTransport(Transport):
         callbacks.add(fire)
         return lambda: callbacks.discard(fire)
 
-    async def _declare_topology(self, channel: AbstractRobustChannel) -> None:
+    async def _declare_topology(
+        self, channel: AbstractRobustChannel, connection: AbstractRobustConnection
+    ) -> None:
         await channel.declare_exchange(EVENTS_EXCHANGE, ExchangeType.TOPIC, durable=True)
         await channel.declare_exchange(TRANSFERS_EXCHANGE, ExchangeType.DIRECT, durable=True)
-        dead = await channel.declare_exchange(DEAD_EXCHANGE, ExchangeType.FANOUT, durable=True)
-        queue = await channel.declare_queue(DEAD_QUEUE, durable=True)
-        await queue.bind(dead, "")
+        await channel.declare_exchange(DEAD_EXCHANGE, ExchangeType.FANOUT, durable=True)
+        await self._ensure_dead_queue(connection)
+
+    async def _ensure_dead_queue(self, connection: AbstractRobustConnection) -> None:
+        """Make sure ``jupiter.dead`` exists and is bound, on scratch channels.
+
+        Not declared on a robust channel: aio-pika would declare it again on every
+        reconnect, and on a cluster a classic queue lives on one node, so while that
+        node is down its declaration fails (NOT_FOUND) and takes the whole connection
+        with it, every reconnect, in every client. Here that failure is a warning (dead
+        letters are dropped until the node is back); :meth:`_on_restored` ensures the
+        queue again after each reconnect. A queue declared otherwise beforehand (e.g. a
+        quorum queue, by an operator) is kept as it is: it is only checked for, and bound.
+        """
+        try:
+            try:
+                await self._on_scratch_channel(DEAD_QUEUE, "declare", connection)
+            except TransportError:  # no such queue (or its node is down): declare it
+                await self._on_scratch_channel(DEAD_QUEUE, "create", connection)
+            await self._on_scratch_channel(DEAD_QUEUE, "bind", connection)
+        except TransportError as exc:
+            log.warning(
+                "dead-letter queue %s unavailable (%s): messages refused until it is "
+                "back are dropped; on a cluster declare it as a quorum queue "
+                "(docs/beyond-one-broker.md)",
+                DEAD_QUEUE,
+                exc,
+            )
 
     async def open_channel(self) -> AbstractRobustChannel:
         """A new robust channel on this transport's connection."""
@@ -395,6 +487,9 @@ class AmqpTransport(Transport):
             if not waiter.done():
                 waiter.set_exception(TransportError("transport closed before the reply came"))
         self._pending.clear()
+        if self._dead_queue_task is not None:
+            self._dead_queue_task.cancel()
+            await asyncio.gather(self._dead_queue_task, return_exceptions=True)
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
@@ -484,15 +579,24 @@ class AmqpTransport(Transport):
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise TransportError(f"cannot declare or bind {name!r}: {exc}") from None
 
-    async def _on_scratch_channel(self, name: str, op: str) -> Any:
-        channel = await self.connection.channel(publisher_confirms=False)
+    async def _on_scratch_channel(
+        self, name: str, op: str, connection: AbstractRobustConnection | None = None
+    ) -> Any:
+        """``op`` on queue ``name`` on a channel of its own (a failure closes only that one).
+
+        ``op``: ``declare`` (passive), ``create`` (a durable classic queue), ``bind`` (to
+        ``jupiter.dead``, for the dead-letter queue) or ``delete``; on ``connection``
+        (default: this transport's). A connection lost meanwhile is a
+        :class:`TransportError` too (aio-pika raises ``RuntimeError`` for a closed one).
+        """
         try:
-            underlay = await channel.get_underlay_channel()
-            if op == "delete":
-                return await underlay.queue_delete(name)
-            return await underlay.queue_declare(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            raise TransportError(f"no queue {name!r}") from None
+            channel = await (connection or self.connection).channel(publisher_confirms=False)
+        except (RuntimeError, *_RETRYABLE) as exc:
+            raise _connection_lost(name, op, exc) from None
+        try:
+            return await _queue_op(await channel.get_underlay_channel(), name, op)
+        except (RuntimeError, *_RETRYABLE) as exc:
+            raise _connection_lost(name, op, exc) from None
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()

@@ -134,6 +134,27 @@ class Delivery(abc.ABC):
         """Whether this delivery was already acked, requeued or dead-lettered."""
         return self._settled
 
+    @property
+    def direct_reply(self) -> bool:
+        """Whether its ``reply_to`` is its requester's own reply address (RabbitMQ's
+        direct reply-to, the in-memory bus's waiters) rather than a queue: a reply there
+        lives only as long as the requester's channel, nothing keeps it. Answer such a
+        delivery with :meth:`ack_and_reply`."""
+        reply_to = self.envelope.reply_to
+        return bool(reply_to) and self._is_direct(reply_to or "")
+
+    async def ack_and_reply(self, body: bytes, *, correlation_id: str | None = None) -> None:
+        """Ack, then send ``body`` to the requester's direct reply address, once.
+
+        A best effort, after the ack: such a reply cannot be kept (a requester that lost
+        its connection never gets it), and on RabbitMQ a reply to a requester whose
+        cluster node is down makes the broker close the replier's connection, so it must
+        never come before the ack, nor be retried (the job would come back, and its
+        answer again, in a loop). ``correlation_id`` defaults to the request's.
+        """
+        if self._settle():
+            await self._ack_and_reply(body, correlation_id or self.envelope.correlation_id)
+
     async def ack(self) -> None:
         """Confirm the message was handled; the queue forgets it."""
         if self._settle():
@@ -169,6 +190,12 @@ class Delivery(abc.ABC):
 
     @abc.abstractmethod
     async def _publish_dead(self, reason: str, body: bytes | None) -> None: ...
+
+    @abc.abstractmethod
+    def _is_direct(self, reply_to: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _ack_and_reply(self, body: bytes, correlation_id: str | None) -> None: ...
 
 
 class Feed(abc.ABC, Generic[_ItemT]):

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -29,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from ..errors import InvalidURL, TransportError, Unroutable
+from ..errors import InvalidURL, JupiterBusError, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from .base import (
     Consumer,
@@ -331,6 +332,14 @@ class MemoryDelivery(Delivery):
 
     async def _publish_dead(self, reason: str, body: bytes | None) -> None:
         await self._consumer.transport.dead_letter(self.envelope, reason, body=body)
+
+    def _is_direct(self, reply_to: str) -> bool:
+        return reply_to.startswith(_REPLY_PREFIX)
+
+    async def _ack_and_reply(self, body: bytes, correlation_id: str | None) -> None:
+        await self._ack()
+        with contextlib.suppress(JupiterBusError):  # its requester has gone
+            await self._consumer.transport.reply(self.envelope, body, correlation_id=correlation_id)
 
 
 class MemoryConsumer(Consumer):

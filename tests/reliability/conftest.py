@@ -1,9 +1,10 @@
-"""Fixtures of the reliability suite: in-process transfer workers, sshd folders, proxies."""
+"""Fixtures of the reliability suite: in-process transfer workers, sshd folders, proxies,
+a RabbitMQ cluster of our own."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from jupiter_bus.transport.memory import drop_memory_broker
 from ..sshd import SshServer
 from ..test_transfer_worker import Worker, worker_options
 from .faulty_proxy import FaultyProxy
+from .rabbit_cluster import RabbitCluster, cluster_unavailable_reason, running_cluster
 
 MakeWorker = Callable[..., Awaitable[Worker]]
 MakeProxy = Callable[..., Awaitable[FaultyProxy]]
@@ -109,3 +111,12 @@ async def make_proxy(
 def temp_names(folder: Path) -> list[str]:
     """The engines' temporary files (``.<name>.jbpart-<digest>``) left in ``folder``."""
     return sorted(p.name for p in folder.iterdir() if ".jbpart-" in p.name)
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """Three clustered RabbitMQ nodes of our own (5781-5783), removed after the session."""
+    if (reason := cluster_unavailable_reason()) is not None:
+        pytest.skip(reason)
+    with running_cluster() as cluster:
+        yield cluster

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -149,12 +149,15 @@ def _at_least(collected: dict[str, float], count: int) -> bool:
     return len(collected) >= count
 
 
-async def _start_agent(transport: Transport, node: str, tmp_path: Path) -> Agent:
+async def _start_agent(
+    transport: Transport, node: str, tmp_path: Path, extra: Mapping[str, Any] | None = None
+) -> Agent:
     options = {
         "engine": "local",
         "concurrency": 32,
         "state_dir": str(tmp_path / f"state-{node}"),
         "allow_roots": [str(tmp_path / "src")],
+        **(extra or {}),
     }
     agent = Agent(node, transport, {"transfer": options}, grace=10)
     return agent
@@ -169,8 +172,18 @@ async def run_mid_stream(
     jobs: int,
     outages: int,
     timeout: float,
+    observer_url: str = AMQP_URL,
+    transfer_options: Mapping[str, Any] | None = None,
+    submit_rate: float | None = None,
 ) -> Figures:
-    """Stream ``jobs`` transfers and events, run ``outage`` ``outages`` times; check all."""
+    """Stream ``jobs`` transfers and events, run ``outage`` ``outages`` times; check all.
+
+    ``observer_url``: where the test's own observer (counting ``transfer.done`` events,
+    reading queue lengths) connects, out of the outages' way. ``transfer_options``: more
+    options of the agents' transfer providers (e.g. the work queue type). ``submit_rate``
+    (jobs per second; default: as fast as they complete) keeps the stream flowing for a
+    known time, through outages that take seconds.
+    """
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     dst.mkdir()
@@ -182,6 +195,7 @@ async def run_mid_stream(
     stream = Stream()
     transports: list[AmqpTransport] = []
     reconnects: list[float] = []
+    losses: list[float] = []
 
     async def transport(name: str) -> AmqpTransport:
         t = AmqpTransport(
@@ -189,11 +203,15 @@ async def run_mid_stream(
         )
         await t.connect()
         t.on_reconnect(lambda: reconnects.append(time.monotonic()))
+        t.connection.close_callbacks.add(lambda *_: losses.append(time.monotonic()))
         transports.append(t)
         return t
 
-    observer = await connect(AMQP_URL, connection_name=f"restarts observer {unique}")
-    agents = [await _start_agent(await transport(f"agent {n}"), n, tmp_path) for n in nodes]
+    observer = await connect(observer_url, connection_name=f"restarts observer {unique}")
+    agents = [
+        await _start_agent(await transport(f"agent {n}"), n, tmp_path, transfer_options)
+        for n in nodes
+    ]
     running = [asyncio.create_task(a.run()) for a in agents]
     stop_events = asyncio.Event()
     background: list[asyncio.Task[None]] = []
@@ -231,7 +249,10 @@ async def run_mid_stream(
                     slots.release()
 
             async def submit_all() -> None:
+                began = time.monotonic()
                 for i, name in enumerate(names):
+                    if submit_rate is not None:
+                        await asyncio.sleep(max(0.0, began + i / submit_rate - time.monotonic()))
                     await slots.acquire()
                     stream_start = time.monotonic()
                     job_id = await facade.submit_transfer(
@@ -248,6 +269,7 @@ async def run_mid_stream(
 
             started = time.monotonic()
             cuts: list[float] = []
+            drops: list[float] = []  # per outage: when the first connection went
             async with asyncio.timeout(timeout):
                 submitter = asyncio.create_task(submit_all())
                 background.append(submitter)
@@ -256,10 +278,11 @@ async def run_mid_stream(
                     await eventually(partial(_at_least, stream.collected, share), timeout)
                     cuts.append(time.monotonic())
                     await outage()
+                    drops.append(min((t for t in losses if t > cuts[-1]), default=cuts[-1]))
                     await eventually(
                         lambda: (
-                            stream.first_event_after(cuts[-1]) is not None
-                            and stream.first_result_after(cuts[-1]) is not None
+                            stream.first_event_after(drops[-1]) is not None
+                            and stream.first_result_after(drops[-1]) is not None
                         ),
                         timeout,
                     )
@@ -272,8 +295,8 @@ async def run_mid_stream(
             # the agents published events after the last cut, and the facade saw them
             for node in nodes:
                 assert any(
-                    stream.sent[(n, s)] > cuts[-1] for t, n, s in stream.seen if n == node
-                ), f"no event of {node} reached the facade after the last cut"
+                    stream.sent[(n, s)] > drops[-1] for t, n, s in stream.seen if n == node
+                ), f"no event of {node} reached the facade after the last outage"
             await eventually(lambda: len(set(done_seen)) == jobs, 30)
             assert facade.held_results == 0
             for node in nodes:
@@ -311,18 +334,18 @@ async def run_mid_stream(
     for i, name in enumerate(names):
         assert (dst / name).read_bytes() == f"job {i} of {unique}\n".encode() * 4
 
-    last = max(stream.first_result_after(cuts[-1]) or 0, stream.first_event_after(cuts[-1]) or 0)
+    last = max(stream.first_result_after(drops[-1]) or 0, stream.first_event_after(drops[-1]) or 0)
     return Figures(
         jobs=jobs,
         seconds=finished - started,
         rate_before=stream.rate(started, cuts[0]),
         rate_after=stream.rate(last, finished),
         reconnected=[
-            max(t for t in reconnects if t > c and (k + 1 == len(cuts) or t < cuts[k + 1])) - c
-            for k, c in enumerate(cuts)
+            max(t for t in reconnects if t > c and (k + 1 == len(cuts) or t < cuts[k + 1])) - d
+            for k, (c, d) in enumerate(zip(cuts, drops, strict=True))
         ],
-        event_recovery=[(stream.first_event_after(c) or c) - c for c in cuts],
-        result_recovery=[(stream.first_result_after(c) or c) - c for c in cuts],
+        event_recovery=[(stream.first_event_after(d) or d) - d for d in drops],
+        result_recovery=[(stream.first_result_after(d) or d) - d for d in drops],
         transfer_done=len(done_seen),
     )
 
@@ -332,8 +355,8 @@ def _print(what: str, figures: Figures) -> None:
         f"\n{what}: {figures.jobs} jobs in {figures.seconds:.1f} s; "
         f"{figures.rate_before:.0f} jobs/s before the first outage, "
         f"{figures.rate_after:.0f} jobs/s after the last recovery; "
-        "recovery (outage start to last connection back / first event / first result "
-        "of a job submitted after it): "
+        "recovery (from the first connection lost: to the last one back / to the first "
+        "event sent after it, received / to the first result of a job submitted after it): "
         + ", ".join(
             f"{c:.2f} s / {e:.2f} s / {r:.2f} s"
             for c, e, r in zip(
