@@ -89,9 +89,8 @@ def describe(result: ProfileResult) -> str:
     lines += [f"  {kbit:>12.1f} Kbit  {ms:>10.2f} ms" for kbit, ms in result.points]
     cost = _as_cost(result)
     if cost is not None:
-        span = cost.max_kbit - cost.min_kbit
-        rise = cost.cost_ms(cost.max_kbit) - cost.cost_ms(cost.min_kbit)
-        rate = f", about {span / rise:.1f} Mbit/s" if span > 0 and rise > 0 else ""
+        mbit = cost.rate_mbit_per_s()
+        rate = f", about {mbit:.1f} Mbit/s" if mbit is not None else ""
         lines.append(
             f"fit: cost_ms = {cost.a:.4g} x^2 + {cost.b:.4g} x + {cost.c:.4g} (x in Kbit), "
             f"r2 {cost.r2:.4f}, {cost.model or 'quadratic'}{rate}"

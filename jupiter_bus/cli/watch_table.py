@@ -14,7 +14,6 @@ from rich.console import RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from ..demo.view import fitted_rate
 from ..messages import LinkCost, ResourceSample, TransferProgress, TransferResult
 
 __all__ = [
@@ -80,7 +79,7 @@ class LiveTable:
     def _cells(self, update: Update) -> list[RenderableType]:
         match update:
             case LinkCost():
-                rate = fitted_rate(update)
+                rate = update.rate_mbit_per_s()
                 return [
                     update.src,
                     update.dst,

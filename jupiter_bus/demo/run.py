@@ -47,7 +47,7 @@ from ..heft import (
 from ..state import NetworkData
 from ..transport.base import safe_url
 from .cluster import LOCAL_HOST, DemoCluster
-from .view import MIN_R2, RATE_TOLERANCE, Board, TransferRow, fitted_rate, within
+from .view import MIN_R2, RATE_TOLERANCE, Board, TransferRow, within
 
 __all__ = [
     "RATE_TOLERANCE",
@@ -106,7 +106,7 @@ def judge(board: Board) -> Verdict:
     missed = []
     for (src, dst), shape in board.shapes.items():
         seen = board.links.get((src, dst))
-        rate = fitted_rate(seen.cost) if seen is not None else None
+        rate = seen.cost.rate_mbit_per_s() if seen is not None else None
         if seen is None:
             missed.append(f"{src}->{dst} (no fit)")
         elif rate is None or seen.cost.r2 < MIN_R2:

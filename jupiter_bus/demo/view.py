@@ -48,31 +48,10 @@ __all__ = [
     "Board",
     "LinkSeen",
     "TransferRow",
-    "fitted_rate",
     "within",
 ]
 
 _SHOWN_TRANSFERS: Final = 10
-
-
-def fitted_rate(cost: LinkCost) -> float | None:
-    """The link rate in Mbit/s a fit implies over its measured range, None if it has none.
-
-    The slope of the fitted curve between ``min_kbit`` and ``max_kbit`` (ms per Kbit,
-    whose inverse is Mbit/s): ``1 / b`` alone would ignore the ``a`` term, which a fit
-    over sizes 100 times apart trades against ``b``.
-
-    Example::
-
-        >>> fitted_rate(LinkCost(src="n1", dst="n2", a=0.0, b=0.05, c=3.0, samples=3,
-        ...                      r2=1.0, min_kbit=100.0, max_kbit=4000.0))
-        20.0
-    """
-    span = cost.max_kbit - cost.min_kbit
-    if span > 0:
-        rise = cost.cost_ms(cost.max_kbit) - cost.cost_ms(cost.min_kbit)
-        return span / rise if rise > 0 else None
-    return 1.0 / cost.b if cost.b > 0 else None
 
 
 @dataclass(slots=True)
@@ -154,7 +133,7 @@ class Board:
 
     def describe_fit(self, cost: LinkCost) -> str:
         """A fit in words, with the shaped link it should find."""
-        rate = fitted_rate(cost)
+        rate = cost.rate_mbit_per_s()
         shape = self.shapes.get((cost.src, cost.dst))
         found = f"{rate:.1f} Mbit/s" if rate is not None else "no rate"
         want = f" (shaped {shape.mbit_per_s:g} Mbit/s, {shape.latency_ms:g} ms)" if shape else ""
@@ -260,7 +239,7 @@ class Board:
                     cells.append(Text("probing...", style="dim"))
                     continue
                 cost = seen.cost
-                rate = fitted_rate(cost)
+                rate = cost.rate_mbit_per_s()
                 found = f"{rate:.1f} Mbit/s" if rate is not None else "? Mbit/s"
                 cells.append(
                     Text.assemble(
@@ -283,7 +262,7 @@ class Board:
         lines = []
         for (src, dst), shape in self.shapes.items():
             seen = self.links.get((src, dst))
-            rate = None if seen is None else fitted_rate(seen.cost)
+            rate = None if seen is None else seen.cost.rate_mbit_per_s()
             found = "no fit"
             if seen is not None and rate is not None:
                 found = f"{rate:5.1f} Mbit/s {seen.cost.c:4.0f} ms r2 {seen.cost.r2:.3f}"

@@ -232,6 +232,25 @@ class LinkCost(_Envelope):
         """
         return (self.a * size_kbit + self.b) * size_kbit + self.c
 
+    def rate_mbit_per_s(self) -> float | None:
+        """The link rate in Mbit/s the fit implies over its measured range, None if none.
+
+        The slope of the curve between ``min_kbit`` and ``max_kbit`` (ms per Kbit, whose
+        inverse is Mbit/s): ``1 / b`` alone would ignore ``a``, which a fit over sizes
+        100 times apart trades against ``b``. Without a range, ``1 / b``.
+
+        Example::
+
+            >>> LinkCost(src="n1", dst="n2", a=0.0, b=0.05, c=3.0, samples=3, r2=1.0,
+            ...          min_kbit=100.0, max_kbit=4000.0).rate_mbit_per_s()
+            20.0
+        """
+        span = self.max_kbit - self.min_kbit
+        if span > 0:
+            rise = self.cost_ms(self.max_kbit) - self.cost_ms(self.min_kbit)
+            return span / rise if rise > 0 else None
+        return 1.0 / self.b if self.b > 0 else None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransferRequest(_Envelope):
