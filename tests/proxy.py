@@ -12,6 +12,8 @@ class TcpProxy:
     ``rate_bytes_per_s`` slows each direction of each connection to about that rate
     (a slow link, so that a transfer can be interrupted halfway). ``listen_host``
     (default 127.0.0.1) can be, for example, the root end of a namespace's uplink.
+    While :attr:`refusing` is true, new connections are closed at once (a host that is
+    down: the client keeps failing to reconnect).
     """
 
     def __init__(
@@ -27,6 +29,7 @@ class TcpProxy:
         self.rate = rate_bytes_per_s
         self.port = 0
         self.connections = 0
+        self.refusing = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -37,6 +40,9 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:

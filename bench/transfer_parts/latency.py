@@ -15,6 +15,7 @@ from harness.stats import Percentiles
 from harness.tables import Indented, print_table
 from jupiter_providers.copy_engines import SftpEngine
 
+from jupiter_bus.facade import JupiterInterface
 from jupiter_bus.topology import TRANSFERS_EXCHANGE
 from jupiter_bus.transport import Transport, connect
 from jupiter_bus.transport.memory import drop_memory_broker
@@ -87,17 +88,35 @@ def latency_sender(
 
 
 async def worker_latency(
-    site: Site, settings: Settings, url: str, label: str, node: str
+    site: Site, settings: Settings, url: str, label: str, node: str, *, facade: bool = False
 ) -> Latency:
-    """Sequential requests from one transport to a worker on another, both on ``url``."""
+    """Sequential requests from one transport to a worker on another, both on ``url``;
+    with ``facade``, each is ``JupiterInterface.data_transfer`` (its result checked)."""
     folder = site.remote_dir(f"latency-{node}")
     requester = await connect(url, connection_name="bench requester")
     worker_side = await connect(url, connection_name="bench worker")
     try:
         options = worker_options(site, site.local / f"state-{node}", 4)
         async with running_worker(worker_side, node, options):
-            one = latency_sender(site, requester, node, folder)
-            return await time_sequential(label, settings.latency_count, one)
+            if not facade:
+                return await time_sequential(
+                    label, settings.latency_count, latency_sender(site, requester, node, folder)
+                )
+            async with JupiterInterface(requester, node=node) as jupiter:
+                s, source = site.server, str(site.small[0])
+
+                async def one(i: int) -> None:
+                    await jupiter.data_transfer(
+                        s.host,
+                        s.user,
+                        None,
+                        source,
+                        str(folder / f"lat{i}.bin"),
+                        port=s.port,
+                        timeout=REQUEST_TIMEOUT_S,
+                    )
+
+                return await time_sequential(label, settings.latency_count, one)
     finally:
         await requester.close()
         await worker_side.close()
@@ -143,6 +162,8 @@ async def part_latency(site: Site, pools: Pools, settings: Settings) -> Latency:
     node = f"bench-{site.run_id}-lat"
     aim = "worker via RabbitMQ (the aim)"
     rows.append(await worker_latency(site, settings, settings.url, aim, node))
+    label = "JupiterInterface.data_transfer via RabbitMQ"
+    rows.append(await worker_latency(site, settings, settings.url, label, node, facade=True))
     lines = [
         [
             r.label,
@@ -159,4 +180,4 @@ async def part_latency(site: Site, pools: Pools, settings: Settings) -> Latency:
         Indented(),
         title=f"request latency, {n} sequential after {LATENCY_WARMUP} warm-up (ms)",
     )
-    return rows[-1]
+    return next(r for r in rows if r.label == aim)

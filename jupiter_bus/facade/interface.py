@@ -526,6 +526,9 @@ class JupiterInterface:
         raises the :class:`TransferFailed` subclass of its error kind (carrying the
         result). A node without a transfer worker fails at once with
         :class:`Unreachable`; no answer within ``timeout`` raises :class:`NoReply`.
+        A reply lost with a broker connection is not: the result comes from the job's
+        ``transfer.done`` event or, once reconnected, from asking the worker again (the
+        same job: it answers from its job store, never copies twice).
         ``pword`` (``None`` or empty: the worker's keys) is never logged or shown.
 
         The job carries a ``deadline`` (UTC epoch seconds; default: ``timeout`` from

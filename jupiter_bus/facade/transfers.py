@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .. import sealing
@@ -46,7 +46,7 @@ from ..errors import (
 from ..messages import TransferEngine, TransferRequest, TransferResult, decode, encode
 from ..receive import decode_delivery
 from ..topology import TRANSFERS_EXCHANGE, check_node, work_queue
-from ..transport import Consumer, Delivery, Transport
+from ..transport import Consumer, Delivery, Envelope, Transport
 from ..transport.base import HeaderValue, QueueType
 
 __all__ = [
@@ -387,35 +387,95 @@ class TransferClient:
 
         The job's deadline is its own or, without one, ``timeout`` from now: the caller
         stops waiting then, so the job must not start (or go on) unannounced later.
+
+        The result is the reply or, whichever comes first, the job's ``transfer.done``
+        event. A reply lost with the connection is not waited for in vain: once the
+        connection is back, the same request (same id, so the same job) is sent again,
+        and the worker answers it from its job store, or when the run in progress ends.
         """
         node = self.executing_node(job.via)
         request = self.request(job, deadline=time.time() + timeout)
         log.info("job %s: transfer via node %s to %s:%d", request.id, node, job.ip, job.port)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        reconnected = asyncio.Event()
+        forget = transport.on_reconnect(reconnected.set)
+        announced = asyncio.ensure_future(self._completions.wait(request.id, timeout))
+        asking: asyncio.Future[Envelope] | None = None
         try:
-            reply = await transport.request(
-                TRANSFERS_EXCHANGE,
-                node,
-                encode(request),
-                timeout=timeout,
-                correlation_id=request.id,
-                expiration=_time_to_live(request),
-            )
-        except Unroutable:
-            raise _no_worker(node, request.id) from None
-        except RequestTimeout:
-            raise NoReply(
-                f"no result for job {request.id} from node {node} within {timeout:g} s; "
-                "the job may still run (its result will appear on transfer.done)",
-                job_id=request.id,
-                node=node,
-            ) from None
+            while True:
+                if asking is None:
+                    reconnected.clear()
+                    asking = asyncio.ensure_future(
+                        transport.request(
+                            TRANSFERS_EXCHANGE,
+                            node,
+                            encode(request),
+                            timeout=max(0.0, until - loop.time()),
+                            correlation_id=request.id,
+                            expiration=_time_to_live(request),
+                        )
+                    )
+                back = asyncio.ensure_future(reconnected.wait())
+                try:
+                    await asyncio.wait(
+                        [f for f in (asking, announced, back) if not f.done()],
+                        timeout=max(0.0, until - loop.time()),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    back.cancel()
+                if asking.done() and not asking.cancelled() and asking.exception() is None:
+                    return await self._read_reply(transport, asking.result(), request.id, node, job)
+                if announced.done() and not isinstance(announced.exception(), NoReply):
+                    result = announced.result()  # InterfaceClosed: raised as is
+                    self._received(result)
+                    return _checked(result, job.pword)
+                if loop.time() >= until:
+                    raise self._no_reply(request.id, node, timeout)
+                if reconnected.is_set():
+                    log.info(
+                        "job %s: connection back, asking node %s again (a job already "
+                        "done is answered from its job store)",
+                        request.id,
+                        node,
+                    )
+                    await _cancelled(asking)
+                    asking = None
+                elif asking.done():
+                    error = asking.exception()
+                    if isinstance(error, Unroutable):
+                        raise _no_worker(node, request.id) from None
+                    if isinstance(error, RequestTimeout):
+                        raise self._no_reply(request.id, node, timeout)
+                    assert error is not None
+                    raise error
+        finally:
+            forget()
+            await _cancelled(announced)
+            if asking is not None:
+                await _cancelled(asking)
+
+    @staticmethod
+    def _no_reply(job_id: str, node: str, timeout: float) -> NoReply:
+        return NoReply(
+            f"no result for job {job_id} from node {node} within {timeout:g} s; "
+            "the job may still run (its result will appear on transfer.done)",
+            job_id=job_id,
+            node=node,
+        )
+
+    async def _read_reply(
+        self, transport: Transport, reply: Envelope, job_id: str, node: str, job: TransferJob
+    ) -> TransferResult:
+        """The result in ``reply``; an unreadable one is dead-lettered (RemoteError)."""
         try:
             result = decode(reply.body, TransferResult)
         except MessageError as exc:
             await transport.dead_letter(reply, str(exc))  # the contract: refused, kept
             raise RemoteError(
-                f"job {request.id}: node {node} answered something unreadable: {exc}",
-                job_id=request.id,
+                f"job {job_id}: node {node} answered something unreadable: {exc}",
+                job_id=job_id,
                 node=node,
             ) from None
         self._received(result)
@@ -448,6 +508,14 @@ class TransferClient:
         result = await self._completions.wait(job_id, timeout)
         self._received(result)
         return _checked(result, None) if check else result
+
+
+async def _cancelled(future: asyncio.Future[Any]) -> None:
+    """Cancel ``future`` (if still running) and wait until it has ended (its outcome is
+    dropped; the caller's own cancellation is not)."""
+    if not future.done():
+        future.cancel()
+    await asyncio.wait([future])
 
 
 def _time_to_live(request: TransferRequest) -> float | None:

@@ -37,12 +37,13 @@ import pytest
 from jupiter_providers.transfer import TransferProvider
 
 from jupiter_bus.errors import TransportError
-from jupiter_bus.topology import DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE, work_queue
+from jupiter_bus.facade import JupiterInterface
+from jupiter_bus.messages import TransferResult
+from jupiter_bus.topology import DEAD_QUEUE, EVENTS_EXCHANGE, work_queue
 from jupiter_bus.transport import Envelope, connect
 from jupiter_bus.transport.amqp import AmqpTransport
 
 from ..conftest import eventually
-from ..test_transfer_worker import request_body
 from .rabbit_cluster import ClusterError, RabbitCluster, RabbitNode
 from .test_restarts import AGENTS, CountingEngine, _print, _start_agent, run_mid_stream
 
@@ -231,11 +232,13 @@ async def _settled(bus: AmqpTransport, queue: str, losses: list[float]) -> None:
 async def test_replies_to_a_stopped_requesters_node_leave_the_worker_alone(
     rabbit_cluster: RabbitCluster, tmp_path: Path, unique: str
 ) -> None:
-    """A requester waits on direct reply-to; its node stops while its jobs run. The
-    worker's replies then go to addresses of a node that is down (RabbitMQ 3.10 answers
-    such a publish by crashing the channel, and the connection with it). Each job still
-    runs once, is acked once, and the worker settles down instead of losing its
-    connection again and again to redelivered jobs whose replies crash it."""
+    """A facade waits in ``data_transfer`` calls (direct reply-to); its node stops while
+    their jobs run. The worker's replies then go to addresses of a node that is down
+    (RabbitMQ 3.10 answers such a publish by crashing the channel, and the connection
+    with it). Each job still runs once, is acked once, and the worker settles down
+    instead of losing its connection again and again to redelivered jobs whose replies
+    crash it; the facade moves to another node and every call still returns its result
+    (from the job's ``transfer.done`` event or the job store, asked again)."""
     cluster = rabbit_cluster
     requester_node = cluster.nodes[2]
     node = f"dr-{unique}"
@@ -250,8 +253,16 @@ async def test_replies_to_a_stopped_requesters_node_leave_the_worker_alone(
         worker_bus, node, tmp_path, {"queue_type": "quorum", "concurrency": 32}
     )
     running = asyncio.create_task(agent.run())
-    requester = await connect(cluster.node_url(requester_node), connection_name=f"rq {unique}")
-    calls: list[asyncio.Task[Any]] = []
+    # the requester's node first: it connects there, and moves on to the others
+    others = [n for n in cluster.nodes if n is not requester_node]
+    hosts = ",".join(f"127.0.0.1:{n.port}" for n in [requester_node, *others])
+    requester = AmqpTransport(
+        f"amqp://guest:guest@{hosts}/", connection_name=f"rq {unique}", reconnect_interval=0.2
+    )
+    await requester.connect()
+    facade = JupiterInterface(requester, node=node)
+    await facade.__aenter__()
+    calls: list[asyncio.Task[TransferResult]] = []
     try:
         await asyncio.wait_for(agent.started(), 30)
         provider = agent.provider("transfer")
@@ -261,10 +272,16 @@ async def test_replies_to_a_stopped_requesters_node_leave_the_worker_alone(
         for i in range(DIRECT_JOBS):
             source = src / f"slow-{i}.bin"
             source.write_bytes(b"x" * 100)
-            body = request_body(None, source, str(tmp_path / f"out-{i}.bin"), engine="local")
-            calls.append(
-                asyncio.create_task(requester.request(TRANSFERS_EXCHANGE, node, body, timeout=60))
+            transfer = facade.data_transfer(
+                "127.0.0.1",
+                "nobody",
+                None,
+                str(source),
+                str(tmp_path / f"out-{i}.bin"),
+                engine="local",
+                timeout=60,
             )
+            calls.append(asyncio.create_task(transfer))
         await eventually(lambda: len(runs) == DIRECT_JOBS, 30)  # all running (1 s each)
         await cluster.stop_app(requester_node)
         stopped = time.monotonic()
@@ -275,10 +292,16 @@ async def test_replies_to_a_stopped_requesters_node_leave_the_worker_alone(
         # reply (counted up to twice: the close, and a restore it interrupted)
         assert len(after) <= 2 * DIRECT_JOBS, f"worker connection lost {len(after)} times"
         assert all(n == 1 for n in runs.values()), runs
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            results = await asyncio.gather(*calls)
+        answered = time.monotonic() - stopped
+        assert all(r.ok and r.bytes == 100 for r in results)
+        assert {r.request_id for r in results} == set(runs)
         print(
             f"\n{DIRECT_JOBS} direct-reply jobs, their requester's node stopped mid-run: "
             f"each ran once; the worker's connection was lost {len(after)} times, the last "
-            f"{max(after, default=0):.2f} s after the stop"
+            f"{max(after, default=0):.2f} s after the stop; all {DIRECT_JOBS} data_transfer "
+            f"calls returned their results within {answered:.2f} s of it"
         )
     finally:
         for call in calls:
@@ -289,4 +312,5 @@ async def test_replies_to_a_stopped_requesters_node_leave_the_worker_alone(
         await cluster.start_app(requester_node)
         await worker_bus.delete_queue(work_queue(node))
         await worker_bus.close()
+        await facade.__aexit__(None, None, None)
         await requester.close()

@@ -1,0 +1,136 @@
+"""``data_transfer`` across a lost facade connection: the result still arrives, once.
+
+The facade reaches RabbitMQ through a TCP proxy the test cuts while a real SFTP
+transfer runs (its SSH link throttled so it is still running); the worker's own
+connection stays up. A direct reply sent while the facade was away is gone with its
+channel: the facade must get the result from the job's ``transfer.done`` event or by
+asking again once it is back (the worker answers from its job store), never raise
+``NoReply`` for a job that ran, and the job must not run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from jupiter_bus.facade import JupiterInterface
+from jupiter_bus.topology import work_queue
+from jupiter_bus.transport import connect
+from jupiter_bus.transport.amqp import AmqpTransport
+
+from .conftest import AMQP_URL, eventually
+from .proxy import TcpProxy
+from .sshd import SshServer
+from .test_amqp_reconnect import _via_proxy
+from .test_transfer_worker import Worker, worker_options
+
+pytestmark = pytest.mark.amqp
+WAIT = 30.0
+RATE = 1_000_000  # bytes/s on the SSH link
+SIZE = 2_000_000
+
+
+@pytest.fixture
+async def broker_link() -> AsyncIterator[TcpProxy]:
+    parts = urlsplit(AMQP_URL)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def ssh_link(ssh_server: SshServer) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(ssh_server.host, ssh_server.port, rate_bytes_per_s=RATE)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def worker(
+    ssh_server: SshServer, ssh_link: TcpProxy, tmp_path: Path, unique: str
+) -> AsyncIterator[Worker]:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(
+        ssh_server.host_key_line.replace(f"]:{ssh_server.port} ", f"]:{ssh_link.port} ") + "\n"
+    )
+    transport = await connect(AMQP_URL, connection_name=f"failover worker {unique}")
+    options = worker_options(ssh_server, tmp_path, known_hosts=str(known_hosts), engine="sftp")
+    running = Worker(transport, f"fo-{unique}", options)
+    await running.start()
+    yield running
+    await running.stop()
+    await transport.delete_queue(work_queue(running.node))
+    await transport.close()
+
+
+def remote_folder(ssh_server: SshServer, unique: str) -> Path:
+    folder = ssh_server.home / f"fo-{unique}"
+    folder.mkdir()
+    stat = ssh_server.home.stat()
+    os.chown(folder, stat.st_uid, stat.st_gid)
+    return folder
+
+
+@pytest.mark.parametrize("away", ["until-done", "briefly"])
+async def test_data_transfer_returns_the_result_of_a_job_that_ran_while_it_was_cut_off(
+    away: str,
+    worker: Worker,
+    broker_link: TcpProxy,
+    ssh_server: SshServer,
+    ssh_link: TcpProxy,
+    tmp_path: Path,
+    unique: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``until-done``: the facade cannot reconnect until the job has ended (its reply and
+    its ``transfer.done`` event are both lost); ``briefly``: it is back while the job
+    still runs (the worker's reply still goes to the old, dead reply address)."""
+    caplog.set_level(logging.INFO, logger="jupiter_providers.transfer")
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(SIZE))
+    folder = remote_folder(ssh_server, unique)
+    destination = folder / "big.bin"
+    transport = AmqpTransport(
+        _via_proxy(broker_link.port), reconnect_interval=0.2, connection_name="failover facade"
+    )
+    await transport.connect()
+    try:
+        async with JupiterInterface(transport, node=worker.node) as facade:
+            call = asyncio.create_task(
+                facade.data_transfer(
+                    ssh_server.host,
+                    ssh_server.user,
+                    None,
+                    str(source),
+                    str(destination),
+                    port=ssh_link.port,
+                    timeout=WAIT,
+                )
+            )
+            await eventually(lambda: any(".jbpart-" in p.name for p in folder.iterdir()), WAIT)
+            broker_link.refusing = True
+            assert broker_link.cut() >= 1
+            if away == "until-done":
+                await eventually(destination.exists, WAIT)
+                await asyncio.sleep(0.5)  # the reply and the event went out meanwhile
+                assert not call.done()
+            broker_link.refusing = False
+            result = await asyncio.wait_for(call, WAIT)
+    finally:
+        await transport.close()
+    assert result.ok
+    assert result.bytes == SIZE
+    assert destination.read_bytes() == source.read_bytes()
+    assert not [p for p in folder.iterdir() if ".jbpart-" in p.name]
+    copies = [s for s in worker.samples if s.size_bytes == SIZE]
+    assert len(copies) == 1, f"the job ran {len(copies)} times"
+    if away == "until-done":
+        assert "answering from the job store" in caplog.text
