@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
+import logging
 import posixpath
 import shlex
 import weakref
@@ -24,11 +24,13 @@ from collections.abc import Awaitable, Callable
 
 import asyncssh
 
-from .copy_job import CopyJob, Engine, classify, refuse_line_breaks
+from .copy_job import CopyJob, Engine, Leftovers, classify, refuse_line_breaks
 from .sftp_small import SmallFileSlot
 from .ssh_pool import PooledConnection, SshPool
 
 __all__ = ["CLEANUP_SECONDS", "SMALL_FILE_BYTES", "ScpEngine", "SftpEngine"]
+
+log = logging.getLogger(__name__)
 
 SMALL_FILE_BYTES = 64 * 1024
 """Files up to this size are sent with a single SFTP write."""
@@ -43,6 +45,9 @@ class _PooledSshEngine(Engine):
 
     def __init__(self, pool: SshPool) -> None:
         self.pool = pool
+        self.leftovers = Leftovers()
+        """Temporary files failed copies left on their servers, removed by the next copy
+        to the same endpoint."""
 
     async def copy(self, job: CopyJob) -> None:
         """Copy over a pooled connection; a broken connection is dropped from the pool."""
@@ -60,13 +65,16 @@ class _PooledSshEngine(Engine):
 
     async def _copy_on(self, conn: PooledConnection, job: CopyJob) -> None:
         sftp = await conn.sftp()
-        await _make_folder(conn, job)
         temp = job.temp_destination
+        self.leftovers.claim(job, temp)
+        await _sweep(self.leftovers, job, sftp.remove)
+        await _make_folder(conn, job)
         try:
             await self._send(conn, job, temp)
             await _rename(sftp, temp, job.destination)
         except BaseException:
-            await _remove_quietly(sftp.remove, temp)
+            if not await _remove_quietly(sftp.remove, temp):
+                self.leftovers.add(job, temp)
             raise
 
     @abc.abstractmethod
@@ -90,16 +98,42 @@ async def _rename(sftp: asyncssh.SFTPClient, temp: str, destination: str) -> Non
         await sftp.rename(temp, destination)
 
 
-async def _remove_quietly(remove: Callable[[str], Awaitable[None]], path: str) -> None:
+async def _remove_quietly(remove: Callable[[str], Awaitable[None]], path: str) -> bool:
     """Remove a temporary file after a failure; the failure, not this, is what is reported.
+    Whether it is gone (removed, or it never existed).
 
     Bounded by :data:`CLEANUP_SECONDS`: over a connection that stopped answering, an
     unbounded (or shielded) remove kept a cancelled copy alive, so a job's deadline
-    did not stop it. The temporary name is derived from the job, so a rerun replaces
-    what is left.
+    did not stop it. What is left is noted in the engine's :class:`Leftovers` and
+    removed by its next copy to that server.
     """
-    with contextlib.suppress(asyncssh.Error, OSError, TimeoutError, asyncio.CancelledError):
+    try:
         await asyncio.wait_for(remove(path), CLEANUP_SECONDS)
+    except asyncssh.SFTPNoSuchFile:
+        return True
+    except (asyncssh.Error, OSError, TimeoutError, asyncio.CancelledError):
+        return False
+    return True
+
+
+async def _sweep(
+    leftovers: Leftovers, job: CopyJob, remove: Callable[[str], Awaitable[None]]
+) -> None:
+    """Remove the temporary files earlier copies left on ``job``'s server (at most
+    :data:`CLEANUP_SECONDS` in all); note again the ones that stay."""
+    paths = leftovers.take(job)
+    if not paths:
+        return
+    gone = await asyncio.gather(*(_remove_quietly(remove, path) for path in paths))
+    for path, removed in zip(paths, gone, strict=True):
+        if not removed:
+            leftovers.add(job, path)
+    log.info(
+        "removed %d of %d temporary files left on %s by stopped copies",
+        sum(gone),
+        len(paths),
+        job.where,
+    )
 
 
 def _progress_handler(job: CopyJob) -> Callable[[bytes, bytes, int, int], None] | None:
@@ -177,12 +211,15 @@ class SftpEngine(_PooledSshEngine):
         channel = await slot.channel(timeout)
         if channel is None:
             return False
-        await _make_folder(conn, job)
         temp = job.temp_destination
+        self.leftovers.claim(job, temp)
+        await _sweep(self.leftovers, job, channel.remove)
+        await _make_folder(conn, job)
         try:
             await channel.put(data, temp, job.destination)
         except BaseException:
-            await _remove_quietly(channel.remove, temp)
+            if not await _remove_quietly(channel.remove, temp):
+                self.leftovers.add(job, temp)
             raise
         job.report(len(data))
         return True

@@ -4,7 +4,8 @@ Every engine writes to a temporary name in the destination folder and renames it
 when the copy is complete, so a partial file never appears under the final name.
 The temporary name is derived from the job's idempotency key: a job that is run
 again after a crash overwrites what the crashed run left, and a failed copy removes
-its temporary file.
+its temporary file (one it cannot remove, its server having stopped answering, is
+noted in the engine's :class:`Leftovers` and removed by its next copy to that server).
 
 Engines (selected by the request's ``engine`` field), one module per protocol:
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 from jupiter_bus.errors import CopyFailure
 
 from .asyncssh_engines import SMALL_FILE_BYTES, ScpEngine, SftpEngine
-from .copy_job import TEMP_MARK, CopyJob, Engine, classify, local_file_size
+from .copy_job import TEMP_MARK, CopyJob, Engine, Leftovers, classify, local_file_size
 from .local_copy import LocalEngine
 from .openssh_scp import OpenSshOptions, OpenSshScpEngine
 from .sftp_small import SmallFileChannel
@@ -39,6 +40,7 @@ __all__ = [
     "CopyFailure",
     "CopyJob",
     "Engine",
+    "Leftovers",
     "LocalEngine",
     "OpenSshOptions",
     "OpenSshScpEngine",

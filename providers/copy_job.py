@@ -29,6 +29,7 @@ __all__ = [
     "TEMP_MARK",
     "CopyJob",
     "Engine",
+    "Leftovers",
     "classify",
     "local_file_size",
     "refuse_line_breaks",
@@ -89,6 +90,57 @@ class CopyJob:
         digest = hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:16]
         folder, name = posixpath.split(self.destination)
         return posixpath.join(folder, f".{name}{TEMP_MARK}{digest}")
+
+
+class Leftovers:
+    """Temporary files that failed copies could not remove, by endpoint (host, port, user).
+
+    A copy stopped on a server that had stopped answering (its deadline passed) cannot
+    remove its temporary file there. The engine notes it here and removes it on its next
+    copy to the same endpoint (:meth:`take`), once that server answers again. A run that
+    starts with a noted name owns it (:meth:`claim`): it either renames it or notes it
+    again. Kept in memory, at most ``limit`` names per endpoint (the oldest are
+    forgotten): a worker restarted meanwhile forgets them, and a later run of the same
+    job still replaces its own.
+
+    Example::
+
+        leftovers = Leftovers()
+        leftovers.add(job, job.temp_destination)   # the removal failed
+        for path in leftovers.take(next_job):      # same endpoint: remove them now
+            ...
+    """
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._limit = limit
+        self._paths: dict[tuple[str, int, str], dict[str, None]] = {}
+
+    @staticmethod
+    def _endpoint(job: CopyJob) -> tuple[str, int, str]:
+        return (job.host, job.port, job.user)
+
+    def add(self, job: CopyJob, path: str) -> None:
+        """Note ``path`` on ``job``'s endpoint as left behind."""
+        paths = self._paths.setdefault(self._endpoint(job), {})
+        paths[path] = None
+        while len(paths) > self._limit:
+            del paths[next(iter(paths))]
+
+    def claim(self, job: CopyJob, path: str) -> None:
+        """``job`` writes ``path`` now: not a leftover for others to remove."""
+        paths = self._paths.get(self._endpoint(job))
+        if paths is not None:
+            paths.pop(path, None)
+            if not paths:
+                del self._paths[self._endpoint(job)]
+
+    def take(self, job: CopyJob) -> list[str]:
+        """The names left behind on ``job``'s endpoint, forgotten here (note the ones a
+        removal fails for again with :meth:`add`)."""
+        return list(self._paths.pop(self._endpoint(job), {}))
+
+    def __len__(self) -> int:
+        return sum(len(paths) for paths in self._paths.values())
 
 
 class Engine(abc.ABC):

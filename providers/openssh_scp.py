@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import posixpath
 from collections.abc import Sequence
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 
 from jupiter_bus.errors import CopyFailure
 
-from .copy_job import CopyJob, Engine, refuse_line_breaks
+from .copy_job import CopyJob, Engine, Leftovers, refuse_line_breaks
 
 __all__ = ["OpenSshOptions", "OpenSshScpEngine"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,9 @@ class OpenSshScpEngine(Engine):
 
     def __init__(self, options: OpenSshOptions) -> None:
         self.options = options
+        self.leftovers = Leftovers()
+        """Temporary files stopped copies left on their servers, removed by the next copy
+        to the same endpoint (in its rename batch)."""
 
     def _ssh_options(self, job: CopyJob) -> list[str]:
         opts = self.options
@@ -141,6 +147,7 @@ class OpenSshScpEngine(Engine):
             await self._run(job, sftp_argv, ("\n".join(batch) + "\n").encode())
         # no "-q" for scp: it would also silence ssh's reason for failing
         scp_argv = ["scp", *port, *ssh_options, "--", job.source, self._remote(job, temp)]
+        self.leftovers.claim(job, temp)
         try:
             await self._run(job, scp_argv)
         except CopyFailure as failure:
@@ -150,15 +157,27 @@ class OpenSshScpEngine(Engine):
             if failure.kind == "remote":
                 await asyncio.shield(self._remove_temp(job, sftp_argv, temp))
             raise
-        try:
-            await self._run(
-                job,
-                sftp_argv,
-                f"rename {_sftp_quote(temp)} {_sftp_quote(job.destination)}\n".encode(),
-            )
         except BaseException:
+            # stopped (its deadline): the server may not answer a removal now; the
+            # next copy to it removes what is left
+            self.leftovers.add(job, temp)
+            raise
+        # the rename, then (errors ignored: "-") what stopped copies left on this server
+        stale = self.leftovers.take(job)
+        batch_text = f"rename {_sftp_quote(temp)} {_sftp_quote(job.destination)}\n" + "".join(
+            f"-rm {_sftp_quote(path)}\n" for path in stale
+        )
+        try:
+            await self._run(job, sftp_argv, batch_text.encode())
+        except BaseException:
+            for path in stale:
+                self.leftovers.add(job, path)
             await asyncio.shield(self._remove_temp(job, sftp_argv, temp))
             raise
+        if stale:
+            log.info(
+                "removed %d temporary files left on %s by stopped copies", len(stale), job.where
+            )
 
     async def _remove_temp(self, job: CopyJob, sftp_argv: list[str], temp: str) -> None:
         with contextlib.suppress(CopyFailure):

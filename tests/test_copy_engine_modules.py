@@ -59,3 +59,24 @@ def test_facade_offers_every_name_used_from_it() -> None:
         home = next((m for m in LAYERS if name in m.__all__), None)
         if home is not None:
             assert getattr(facade, name) is getattr(home, name)
+
+
+def test_leftovers_are_kept_per_endpoint_claimed_by_their_run_and_bounded() -> None:
+    from jupiter_providers.copy_engines import CopyJob, Leftovers
+
+    def job(host: str, key: str) -> CopyJob:
+        address = "10.0.0.1" if host == "a" else "10.0.0.2"
+        return CopyJob(
+            host=address, port=22, user="u", source="/s", destination="/d", idempotency_key=key
+        )
+
+    leftovers = Leftovers(limit=3)
+    for i in range(5):
+        leftovers.add(job("a", "k"), f"/d.{i}")
+    leftovers.add(job("b", "k"), "/other")
+    assert len(leftovers) == 4  # the two oldest of endpoint a forgotten
+    leftovers.claim(job("a", "k"), "/d.3")  # a run of that job writes it again
+    assert leftovers.take(job("a", "x")) == ["/d.2", "/d.4"]
+    assert leftovers.take(job("a", "x")) == []
+    assert leftovers.take(job("b", "x")) == ["/other"]
+    assert len(leftovers) == 0

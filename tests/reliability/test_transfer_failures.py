@@ -272,3 +272,5 @@ async def test_server_hanging_mid_transfer_is_timeout_by_the_deadline(
     result, elapsed = await timed(worker.run(body))
     assert result.ok, result.error
     assert destination.read_bytes() == source.read_bytes()
+    # what the stopped copy left there (a stalled server took no removal) is gone now
+    assert temp_names(remote_dir) == []
