@@ -14,6 +14,7 @@ was wrong and what to do about it, and never carry a secret. The tree::
     │   ├── BrokerUnreachable            no broker answered (DNS, refused, timed out)
     │   ├── BrokerRefused                the broker said no (credentials, vhost, TLS)
     │   ├── Unroutable                   a mandatory message reached no queue
+    │   ├── QueueMismatch                a queue exists with other arguments
     │   └── RequestTimeout (TimeoutError)
     ├── InterfaceClosed                  the facade is not open
     ├── StateError                       about the live state
@@ -68,6 +69,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ProviderError",
+    "QueueMismatch",
     "RemoteError",
     "RequestTimeout",
     "SealError",
@@ -196,6 +198,24 @@ class Unroutable(TransportError):
 
     Raised, for example, when a transfer request names a node that runs no worker.
     """
+
+
+class QueueMismatch(TransportError):
+    """A queue being declared exists with other arguments (queue type, ``x-expires``,
+    limits): made by another version or another configuration. The queue is left as it
+    is; ``queue`` names it.
+
+    Example::
+
+        try:
+            await bus.declare_queue("jupiter.completions.c1", arguments={"x-expires": 1000})
+        except QueueMismatch as exc:
+            print(exc.queue)  # delete it (rabbitmqctl delete_queue) or declare it alike
+    """
+
+    def __init__(self, message: str, *, queue: str) -> None:
+        super().__init__(message)
+        self.queue = queue
 
 
 class RequestTimeout(TransportError, TimeoutError):

@@ -22,7 +22,7 @@ import pytest
 
 from jupiter_bus.agent import Agent
 from jupiter_bus.batch import LinkBatch
-from jupiter_bus.errors import TransportError
+from jupiter_bus.errors import QueueMismatch, TransportError
 from jupiter_bus.facade import (
     InterfaceClosed,
     InvalidRequest,
@@ -622,6 +622,44 @@ async def test_uncollected_results_stay_in_a_named_completion_queue(
             assert (await second.wait_transfer(job, timeout=WAIT)).ok
     finally:
         await admin.delete_queue(queue)
+
+
+async def test_an_own_completion_queue_left_with_other_arguments_is_used_as_it_is(
+    bus_url: str,
+    make_transport: TransportFactory,
+    start_worker: Callable[[str], Awaitable[Worker]],
+    source: Path,
+    tmp_path: Path,
+    unique: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An earlier version declared ``jupiter.completions.<client_id>`` without
+    ``x-expires``: the same client, upgraded, still gets its results through it. A named
+    (shared) queue declared otherwise is refused with :class:`QueueMismatch`."""
+    node = f"w-{unique}"
+    client_id = f"up-{unique}"
+    own = f"jupiter.completions.{client_id}"
+    shared = f"jupiter.completions.shared-{unique}"
+    admin = await make_transport()
+    await admin.declare_queue(own)  # as an earlier version made it: no arguments
+    await admin.declare_queue(shared, arguments={"x-expires": 60_000})
+    await start_worker(node)
+    try:
+        async with JupiterInterface(bus_url, node=node, client_id=client_id) as bus:
+            job = await bus.submit_transfer(
+                "h", "u", None, str(source), str(tmp_path / "up.bin"), engine="local"
+            )
+            assert bus.completion_queue == own
+            assert (await bus.wait_transfer(job, timeout=WAIT)).ok
+        assert "using it as it is" in caplog.text
+        with pytest.raises(QueueMismatch, match="must declare it alike") as refused:
+            async with JupiterInterface(bus_url, node=node, completion_queue=shared):
+                pass
+        assert refused.value.queue == shared
+        assert (await admin.queue_stats(shared)).messages == 0  # left as it was
+    finally:
+        await admin.delete_queue(own)
+        await admin.delete_queue(shared)
 
 
 @pytest.mark.amqp

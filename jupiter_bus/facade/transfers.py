@@ -36,6 +36,7 @@ from ..errors import (
     JupiterBusError,
     MessageError,
     NoReply,
+    QueueMismatch,
     RemoteError,
     RequestTimeout,
     TransportError,
@@ -223,7 +224,7 @@ class CompletionCollector:
             return self.queue
         async with self._lock:
             if self._task is None:
-                await transport.declare_queue(self.queue, arguments=self.arguments() or None)
+                await self._declare(transport)
                 self._transport = transport
                 consumer = transport.consume(self.queue, prefetch=min(self._max_results, 65_535))
                 try:
@@ -238,6 +239,24 @@ class CompletionCollector:
                     self._collect(consumer), name=f"jupiter-bus completions {self.queue}"
                 )
         return self.queue
+
+    async def _declare(self, transport: Transport) -> None:
+        """Declare the queue. The default one (this interface's own, by its client id)
+        found with other arguments, left by an earlier version or another queue type, is
+        used as it is: its results are this client's. A named (shared) one must match."""
+        try:
+            await transport.declare_queue(self.queue, arguments=self.arguments() or None)
+        except QueueMismatch:
+            if self.named:
+                raise
+            await transport.queue_stats(self.queue)  # it is there, as it is
+            log.warning(
+                "completion queue %s exists with other arguments than %s (made by an "
+                "earlier version?): using it as it is, its results are this client's; "
+                "delete it once empty to have it declared so",
+                self.queue,
+                self.arguments(),
+            )
 
     def arguments(self) -> dict[str, HeaderValue]:
         """The ``x-`` arguments the completion queue is declared with."""

@@ -42,7 +42,7 @@ from aio_pika.abc import (
 )
 from aio_pika.connection import make_url
 
-from ..errors import InvalidURL, TransportError, Unroutable
+from ..errors import InvalidURL, QueueMismatch, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from . import secret_scrub
 from .base import (
@@ -572,9 +572,10 @@ class AmqpTransport(Transport):
             for exchange, key in bindings:
                 await queue.bind(exchange, key)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            raise TransportError(
+            raise QueueMismatch(
                 f"queue {name!r} exists with other arguments ({exc.args[0] if exc.args else ''}): "
-                "every part of a deployment must declare it alike"
+                "every part of a deployment must declare it alike",
+                queue=name,
             ) from None
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise TransportError(f"cannot declare or bind {name!r}: {exc}") from None

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from ..errors import InvalidURL, JupiterBusError, TransportError, Unroutable
+from ..errors import InvalidURL, JupiterBusError, QueueMismatch, TransportError, Unroutable
 from ..topology import DEAD_EXCHANGE, DEAD_QUEUE, EVENTS_EXCHANGE, TRANSFERS_EXCHANGE
 from .base import (
     Consumer,
@@ -217,9 +217,10 @@ class _Broker:
         if queue is None:
             queue = self.queues[name] = _Queue(name, arguments, max_length, max_bytes, max_age)
         elif queue.arguments != dict(arguments):
-            raise TransportError(
+            raise QueueMismatch(
                 f"queue {name!r} exists with arguments {queue.arguments}, "
-                f"not {dict(arguments)}: every part of a deployment must declare it alike"
+                f"not {dict(arguments)}: every part of a deployment must declare it alike",
+                queue=name,
             )
         return queue
 
