@@ -13,7 +13,9 @@ class TcpProxy:
     (a slow link, so that a transfer can be interrupted halfway). ``listen_host``
     (default 127.0.0.1) can be, for example, the root end of a namespace's uplink.
     While :attr:`refusing` is true, new connections are closed at once (a host that is
-    down: the client keeps failing to reconnect).
+    down: the client keeps failing to reconnect). :meth:`freeze` makes the open
+    connections go silent without closing them (a partitioned or vanished peer: only
+    heartbeats notice).
     """
 
     def __init__(
@@ -30,6 +32,8 @@ class TcpProxy:
         self.port = 0
         self.connections = 0
         self.refusing = False
+        self._frozen: set[asyncio.StreamWriter] = set()
+        self._thaw = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -59,6 +63,8 @@ class TcpProxy:
         chunk = 65536 if self.rate is None else max(1024, int(self.rate / 20))
         try:
             while data := await src.read(chunk):
+                if dst in self._frozen:
+                    await self._thaw.wait()  # never set: silent until the proxy closes
                 dst.write(data)
                 await dst.drain()
                 if self.rate is not None:
@@ -77,6 +83,12 @@ class TcpProxy:
             transport.abort()
         self._writers.clear()
         return len(writers) // 2
+
+    def freeze(self) -> int:
+        """Stop forwarding on every open connection, leaving it open; return how many.
+        Connections made afterwards work."""
+        self._frozen.update(self._writers)
+        return len(self._writers) // 2
 
     async def close(self) -> None:
         self.cut()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -246,6 +247,19 @@ async def test_request_works_again_after_reconnect(
         await observer.delete_queue(queue)
 
 
+def _sample(node: str, cpu: float) -> bytes:
+    return encode(
+        ResourceSample(
+            node=node,
+            cpu_percent=cpu,
+            cpu_count=1,
+            memory_percent=1.0,
+            memory_total_bytes=1,
+            memory_available_bytes=1,
+        )
+    )
+
+
 async def test_facade_asks_for_a_snapshot_again_after_reconnecting(
     proxy: TcpProxy, observer: Transport, unique: str
 ) -> None:
@@ -256,16 +270,7 @@ async def test_facade_asks_for_a_snapshot_again_after_reconnecting(
     assert agent.context is not None
 
     def sample(cpu: float) -> bytes:
-        return encode(
-            ResourceSample(
-                node=node,
-                cpu_percent=cpu,
-                cpu_count=1,
-                memory_percent=1.0,
-                memory_total_bytes=1,
-                memory_available_bytes=1,
-            )
-        )
+        return _sample(node, cpu)
 
     await agent.context.publish_event(resource_key(node), sample(11.0))
     transport = AmqpTransport(_via_proxy(proxy.port), reconnect_interval=0.2)
@@ -282,3 +287,55 @@ async def test_facade_asks_for_a_snapshot_again_after_reconnecting(
         await transport.close()
         agent.stop()
         await asyncio.wait_for(running, WAIT)
+
+
+async def test_a_connection_gone_silent_is_noticed_by_heartbeats_and_replaced(
+    proxy: TcpProxy, observer: Transport, unique: str
+) -> None:
+    """The broker's side falls silent without closing (a partition, a machine gone): the
+    facade (``heartbeat=1``) notices by missed heartbeats, connects again,
+    and its state catches up with what was published meanwhile."""
+    node = f"hb-{unique}"
+    agent = Agent(node, observer, {})
+    running = asyncio.create_task(agent.run())
+    await asyncio.wait_for(agent.started(), WAIT)
+    assert agent.context is not None
+    transport = AmqpTransport(_via_proxy(proxy.port), reconnect_interval=0.2, heartbeat=1)
+    await transport.connect()
+    back: list[float] = []
+    transport.on_reconnect(lambda: back.append(time.monotonic()))
+    try:
+        async with JupiterInterface(transport) as facade:
+            await agent.context.publish_event(resource_key(node), _sample(node, 11.0))
+            data = await facade.get_resource_data(nodes=[node], timeout=WAIT)
+            assert data[node].cpu_percent == 11.0
+            assert proxy.freeze() >= 1
+            frozen = time.monotonic()
+            await agent.context.publish_event(resource_key(node), _sample(node, 77.0))
+            await eventually(lambda: facade.resources.snapshot()[node].cpu_percent == 77.0, WAIT)
+            caught_up = time.monotonic() - frozen
+            assert back, "the facade never reconnected"
+            print(
+                f"\nconnection silent: noticed and replaced in {back[0] - frozen:.2f} s "
+                f"(heartbeat 1 s), state caught up in {caught_up:.2f} s"
+            )
+    finally:
+        await transport.close()
+        agent.stop()
+        await asyncio.wait_for(running, WAIT)
+
+
+@pytest.mark.parametrize(("query", "negotiated"), [("", 10), ("heartbeat=5", 5)])
+async def test_the_heartbeat_is_ten_seconds_unless_the_url_sets_it(
+    query: str, negotiated: int
+) -> None:
+    url = AMQP_URL + ("&" if "?" in AMQP_URL else "?") + query if query else AMQP_URL
+    transport = AmqpTransport(url)
+    await transport.connect()
+    try:
+        underlay = transport.connection.transport
+        assert underlay is not None
+        tune = underlay.connection.connection_tune
+        assert tune.heartbeat == negotiated
+    finally:
+        await transport.close()
