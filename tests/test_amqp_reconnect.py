@@ -317,7 +317,7 @@ async def test_a_connection_gone_silent_is_noticed_by_heartbeats_and_replaced(
             assert back, "the facade never reconnected"
             print(
                 f"\nconnection silent: noticed and replaced in {back[0] - frozen:.2f} s "
-                f"(heartbeat 1 s), state caught up in {caught_up:.2f} s"
+                f"(heartbeat {transport.heartbeat} s), state caught up in {caught_up:.2f} s"
             )
     finally:
         await transport.close()
