@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from ..errors import BrokerRefused, BrokerUnreachable, ConfigError, JupiterBusError
 from ..interrupt import EXIT_INTERRUPTED
-from . import agent, demo, profile, seal_key, status, transfer, watch
+from . import agent, demo, profile, seal_key, setup, status, transfer, watch
 from .agent import run_agent
 from .console import (
     EXIT_FAILED,
@@ -43,6 +43,7 @@ COMMANDS: Final[tuple[Callable[[Any], None], ...]] = (
     demo.add,
     agent.add,
     seal_key.add,
+    setup.add,
     status.add,
     profile.add,
     transfer.add,

@@ -26,7 +26,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
@@ -53,6 +53,7 @@ from .base import (
     HeaderValue,
     Outgoing,
     QueueStats,
+    QueueType,
     Subscription,
     SubscriptionSpec,
     Transport,
@@ -84,6 +85,7 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 DEFAULT_HEARTBEAT = 10
 """AMQP heartbeat (seconds) of a URL that sets none: a silent connection is noticed in
 about 33 s (aio-pika's own default, 60, takes 183 s)."""
+_QUORUM: Final[dict[str, Any]] = {"x-queue-type": "quorum"}
 _SUBSCRIPTION_PREFETCH = 512
 _SUBSCRIPTION_ACK_EVERY = 128
 _RETRYABLE = (
@@ -123,6 +125,10 @@ async def _queue_op(channel: aiormq.abc.AbstractChannel, name: str, op: str) -> 
             return await channel.queue_delete(name)
         if op == "create":
             return await channel.queue_declare(name, durable=True)
+        if op == "create-quorum":
+            return await channel.queue_declare(name, durable=True, arguments=_QUORUM)
+        if op == "delete-if-empty":
+            return await channel.queue_delete(name, if_empty=True)
         if op == "bind":
             return await channel.queue_bind(name, DEAD_EXCHANGE, "")
         return await channel.queue_declare(name, passive=True)
@@ -133,6 +139,8 @@ async def _queue_op(channel: aiormq.abc.AbstractChannel, name: str, op: str) -> 
         raise TransportError(f"no queue {name!r}") from None
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         detail = str(exc.args[0]) if exc.args else ""
+        if op.startswith("create"):
+            raise QueueMismatch(f"queue {name!r}: {detail}", queue=name) from None
         raise TransportError(f"queue {name!r}: {detail}") from None
 
 
@@ -490,6 +498,63 @@ class AmqpTransport(Transport):
                 DEAD_QUEUE,
                 exc,
             )
+
+    async def declare_dead_queue(self, queue_type: QueueType = "quorum") -> str:
+        """Make ``jupiter.dead`` a ``queue_type`` queue, bound to its exchange; what was done:
+        ``created``, ``kept`` (it already was one) or ``replaced`` (an empty classic queue
+        was deleted and declared again as a quorum one; a quorum queue is never replaced).
+
+        For a cluster, once per deployment, ideally before the clients connect (each
+        makes a classic one when it finds none, and keeps one that exists as it is): a
+        quorum ``jupiter.dead`` keeps its letters while a node is down. A queue of the
+        other type that holds letters raises :class:`QueueMismatch` and is left as it
+        is: read or purge them first. ``jupiter-bus setup`` calls this.
+
+        Example::
+
+            async with AmqpTransport("amqp://admin:PASSWORD@h1,h2,h3/") as bus:
+                await bus.connect()
+                print(await bus.declare_dead_queue("quorum"))  # replaced
+        """
+        self._check_open()
+        create = "create-quorum" if queue_type == "quorum" else "create"
+        try:
+            await self._on_scratch_channel(DEAD_QUEUE, "declare")
+            existed = True
+        except TransportError:
+            existed = False
+        try:
+            await self._on_scratch_channel(DEAD_QUEUE, create)
+            outcome = "kept" if existed else "created"
+        except QueueMismatch:
+            if queue_type == "classic":
+                # RabbitMQ deletes a quorum queue "only if empty" not at all (the
+                # connection goes): turning it back would risk letters
+                raise QueueMismatch(
+                    f"{DEAD_QUEUE} is a quorum queue, and is not replaced by a classic one "
+                    f"here (nothing was changed): once it is empty, `rabbitmqctl "
+                    f"delete_queue {DEAD_QUEUE}` and run this again",
+                    queue=DEAD_QUEUE,
+                ) from None
+            letters = (await self.queue_stats(DEAD_QUEUE)).messages
+            if letters:
+                raise QueueMismatch(
+                    f"{DEAD_QUEUE} is not a {queue_type} queue and holds {letters} dead "
+                    "letters: read or purge them first (nothing was changed)",
+                    queue=DEAD_QUEUE,
+                ) from None
+            try:
+                await self._on_scratch_channel(DEAD_QUEUE, "delete-if-empty")
+            except TransportError as exc:  # a letter arrived meanwhile
+                raise QueueMismatch(
+                    f"{DEAD_QUEUE} could not be replaced ({exc}); nothing was changed",
+                    queue=DEAD_QUEUE,
+                ) from None
+            await self._on_scratch_channel(DEAD_QUEUE, create)
+            outcome = "replaced"
+        await self._on_scratch_channel(DEAD_QUEUE, "bind")
+        log.info("%s: %s as a %s queue", DEAD_QUEUE, outcome, queue_type)
+        return outcome
 
     async def open_channel(self) -> AbstractRobustChannel:
         """A new robust channel on this transport's connection."""

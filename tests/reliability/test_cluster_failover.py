@@ -30,9 +30,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import aio_pika
 import pytest
 from jupiter_providers.transfer import TransferProvider
 
@@ -56,7 +54,6 @@ CLIENTS = AGENTS + 1
 """Connections :func:`run_mid_stream` opens through the cluster URL: the agents', the
 facade's."""
 MOVE_TIMEOUT = 30.0
-QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 DIRECT_JOBS = 16
 QUIET = 2.0
 """Seconds without a lost connection that say a worker has settled down."""
@@ -178,8 +175,8 @@ async def test_clients_connect_while_the_dead_letter_queue_is_out_of_reach(
 ) -> None:
     """Every client declares ``jupiter.dead``. As a classic queue its contents live on one
     node: with that node down, clients still connect (its letters are dropped meanwhile).
-    Declared a quorum queue beforehand (by an operator), it is kept as it is and keeps
-    what it is sent with its first node down."""
+    Declared a quorum queue beforehand (``jupiter-bus setup``), it is kept as it is and
+    keeps what it is sent with its first node down."""
     cluster = rabbit_cluster
     first, home = cluster.nodes[0], cluster.nodes[1]
     classic, quorum = f"jb-classic-{unique}", f"jb-quorum-{unique}"
@@ -187,9 +184,9 @@ async def test_clients_connect_while_the_dead_letter_queue_is_out_of_reach(
     try:
         seed = await connect(cluster.node_url(home, classic))  # makes it, on ``home``
         await seed.close()
-        async with await aio_pika.connect(cluster.node_url(home, quorum)) as operator:
-            channel = await operator.channel()
-            await channel.declare_queue(DEAD_QUEUE, durable=True, arguments=QUORUM)
+        async with AmqpTransport(cluster.node_url(home, quorum)) as operator:
+            await operator.connect()  # makes a classic one, replaced while empty:
+            assert await operator.declare_dead_queue("quorum") == "replaced"
         await cluster.stop_app(home)
         try:
             letter = Envelope(b"{}", EVENTS_EXCHANGE, f"resource.{unique}")
