@@ -9,12 +9,14 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from jupiter_bus.transport import Transport, connect
 from jupiter_bus.transport.memory import drop_memory_broker
 
+from .proxy import TcpProxy
 from .sshd import SshServer, sshd_unavailable_reason, start_sshd
 
 AMQP_URL = os.environ.get("JUPITER_BUS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -88,3 +90,34 @@ def ssh_server() -> Iterator[SshServer]:
             yield server
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+SLOW_LINK_RATE = 1_000_000
+"""Bytes/s each way through :func:`slow_link`: a few MB take seconds, to act mid-copy."""
+
+
+def amqp_url_via(port: int) -> str:
+    """:data:`AMQP_URL` through a local proxy listening on ``port``."""
+    parts = urlsplit(AMQP_URL)
+    netloc = parts.netloc.rsplit("@", 1)
+    creds = netloc[0] + "@" if len(netloc) == 2 else ""
+    return urlunsplit(parts._replace(netloc=f"{creds}127.0.0.1:{port}"))
+
+
+@pytest.fixture
+async def broker_proxy() -> AsyncIterator[TcpProxy]:
+    """A :class:`TcpProxy` in front of RabbitMQ (connect with :func:`amqp_url_via`)."""
+    parts = urlsplit(AMQP_URL)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def slow_link(ssh_server: SshServer) -> AsyncIterator[TcpProxy]:
+    """A :class:`TcpProxy` in front of the test sshd at :data:`SLOW_LINK_RATE`."""
+    proxy = TcpProxy(ssh_server.host, ssh_server.port, rate_bytes_per_s=SLOW_LINK_RATE)
+    await proxy.start()
+    yield proxy
+    await proxy.close()

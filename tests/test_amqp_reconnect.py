@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -24,27 +24,11 @@ from jupiter_bus.topology import EVENTS_EXCHANGE, TRANSFERS_EXCHANGE, resource_k
 from jupiter_bus.transport import Transport, connect
 from jupiter_bus.transport.amqp import AmqpTransport
 
-from .conftest import AMQP_URL, eventually
+from .conftest import AMQP_URL, amqp_url_via, eventually
 from .proxy import TcpProxy
 
 pytestmark = pytest.mark.amqp
 WAIT = 20.0
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    parts = urlsplit(AMQP_URL)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
-def _via_proxy(port: int) -> str:
-    parts = urlsplit(AMQP_URL)
-    netloc = parts.netloc.rsplit("@", 1)
-    creds = netloc[0] + "@" if len(netloc) == 2 else ""
-    return urlunsplit(parts._replace(netloc=f"{creds}127.0.0.1:{port}"))
 
 
 def _rabbitmqctl_close(connection_name: str) -> int:
@@ -74,17 +58,17 @@ Killer = Callable[[], Awaitable[int]]
 
 @pytest.fixture(params=["tcp-proxy", "rabbitmqctl"])
 async def victim(
-    request: pytest.FixtureRequest, proxy: TcpProxy, unique: str
+    request: pytest.FixtureRequest, broker_proxy: TcpProxy, unique: str
 ) -> AsyncIterator[tuple[AmqpTransport, Killer]]:
     """A transport and a way to kill its connection from the other side."""
     name = f"victim {unique}"
     if request.param == "tcp-proxy":
         transport = AmqpTransport(
-            _via_proxy(proxy.port), connection_name=name, reconnect_interval=0.2
+            amqp_url_via(broker_proxy.port), connection_name=name, reconnect_interval=0.2
         )
 
         async def kill() -> int:
-            return proxy.cut()
+            return broker_proxy.cut()
     else:
         if shutil.which("rabbitmqctl") is None or urlsplit(AMQP_URL).hostname not in (
             "127.0.0.1",
@@ -171,32 +155,34 @@ async def test_subscriber_worker_and_publisher_recover_by_themselves(
 
 
 async def test_publish_during_an_outage_waits_for_the_connection(
-    proxy: TcpProxy, observer: Transport, unique: str
+    broker_proxy: TcpProxy, observer: Transport, unique: str
 ) -> None:
-    transport = AmqpTransport(_via_proxy(proxy.port), reconnect_interval=0.2, publish_timeout=15)
+    transport = AmqpTransport(
+        amqp_url_via(broker_proxy.port), reconnect_interval=0.2, publish_timeout=15
+    )
     await transport.connect()
     try:
         async with observer.subscribe([f"resource.{unique}"]) as feed:
-            proxy.cut()
+            broker_proxy.cut()
             await transport.publish(EVENTS_EXCHANGE, f"resource.{unique}", b"after-cut")
             assert (await asyncio.wait_for(anext(feed), WAIT)).body == b"after-cut"
-        assert proxy.connections >= 2
+        assert broker_proxy.connections >= 2
     finally:
         await transport.close()
 
 
 async def test_queue_operations_during_an_outage_fail_as_transport_errors(
-    proxy: TcpProxy, observer: Transport, unique: str
+    broker_proxy: TcpProxy, observer: Transport, unique: str
 ) -> None:
     """``queue_stats`` and ``delete_queue`` while the connection is down raise
     TransportError (what callers handle, e.g. a facade deleting its completion queue on
     close), never aio-pika's ``RuntimeError`` for a closed connection; then work again."""
     queue = await observer.declare_work_queue(f"outage-{unique}")
-    transport = AmqpTransport(_via_proxy(proxy.port), reconnect_interval=0.2)
+    transport = AmqpTransport(amqp_url_via(broker_proxy.port), reconnect_interval=0.2)
     await transport.connect()
     try:
         for _ in range(3):
-            proxy.cut()
+            broker_proxy.cut()
             for _ in range(20):
                 with contextlib.suppress(TransportError):
                     await transport.queue_stats(queue)
@@ -261,7 +247,7 @@ def _sample(node: str, cpu: float) -> bytes:
 
 
 async def test_facade_asks_for_a_snapshot_again_after_reconnecting(
-    proxy: TcpProxy, observer: Transport, unique: str
+    broker_proxy: TcpProxy, observer: Transport, unique: str
 ) -> None:
     node = f"sn-{unique}"
     agent = Agent(node, observer, {})
@@ -273,13 +259,13 @@ async def test_facade_asks_for_a_snapshot_again_after_reconnecting(
         return _sample(node, cpu)
 
     await agent.context.publish_event(resource_key(node), sample(11.0))
-    transport = AmqpTransport(_via_proxy(proxy.port), reconnect_interval=0.2)
+    transport = AmqpTransport(amqp_url_via(broker_proxy.port), reconnect_interval=0.2)
     await transport.connect()
     try:
         async with JupiterInterface(transport) as facade:
             data = await facade.get_resource_data(nodes=[node], timeout=WAIT)
             assert data[node].cpu_percent == 11.0
-            proxy.cut()
+            broker_proxy.cut()
             # published while the facade is cut off: its subscription never sees it
             await agent.context.publish_event(resource_key(node), sample(77.0))
             await eventually(lambda: facade.resources.snapshot()[node].cpu_percent == 77.0, WAIT)
@@ -290,7 +276,7 @@ async def test_facade_asks_for_a_snapshot_again_after_reconnecting(
 
 
 async def test_a_connection_gone_silent_is_noticed_by_heartbeats_and_replaced(
-    proxy: TcpProxy, observer: Transport, unique: str
+    broker_proxy: TcpProxy, observer: Transport, unique: str
 ) -> None:
     """The broker's side falls silent without closing (a partition, a machine gone): the
     facade (``heartbeat=1``) notices by missed heartbeats, connects again,
@@ -300,7 +286,7 @@ async def test_a_connection_gone_silent_is_noticed_by_heartbeats_and_replaced(
     running = asyncio.create_task(agent.run())
     await asyncio.wait_for(agent.started(), WAIT)
     assert agent.context is not None
-    transport = AmqpTransport(_via_proxy(proxy.port), reconnect_interval=0.2, heartbeat=1)
+    transport = AmqpTransport(amqp_url_via(broker_proxy.port), reconnect_interval=0.2, heartbeat=1)
     await transport.connect()
     back: list[float] = []
     transport.on_reconnect(lambda: back.append(time.monotonic()))
@@ -309,7 +295,7 @@ async def test_a_connection_gone_silent_is_noticed_by_heartbeats_and_replaced(
             await agent.context.publish_event(resource_key(node), _sample(node, 11.0))
             data = await facade.get_resource_data(nodes=[node], timeout=WAIT)
             assert data[node].cpu_percent == 11.0
-            assert proxy.freeze() >= 1
+            assert broker_proxy.freeze() >= 1
             frozen = time.monotonic()
             await agent.context.publish_event(resource_key(node), _sample(node, 77.0))
             await eventually(lambda: facade.resources.snapshot()[node].cpu_percent == 77.0, WAIT)

@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -24,42 +23,24 @@ from jupiter_bus.topology import work_queue
 from jupiter_bus.transport import connect
 from jupiter_bus.transport.amqp import AmqpTransport
 
-from .conftest import AMQP_URL, eventually
+from .conftest import AMQP_URL, amqp_url_via, eventually
 from .proxy import TcpProxy
 from .sshd import SshServer
-from .test_amqp_reconnect import _via_proxy
 from .test_transfer_worker import Worker, worker_options
+from .test_worker_lifecycle import remote_folder
 
 pytestmark = pytest.mark.amqp
 WAIT = 30.0
-RATE = 1_000_000  # bytes/s on the SSH link
 SIZE = 2_000_000
 
 
 @pytest.fixture
-async def broker_link() -> AsyncIterator[TcpProxy]:
-    parts = urlsplit(AMQP_URL)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
-@pytest.fixture
-async def ssh_link(ssh_server: SshServer) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(ssh_server.host, ssh_server.port, rate_bytes_per_s=RATE)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
-@pytest.fixture
 async def worker(
-    ssh_server: SshServer, ssh_link: TcpProxy, tmp_path: Path, unique: str
+    ssh_server: SshServer, slow_link: TcpProxy, tmp_path: Path, unique: str
 ) -> AsyncIterator[Worker]:
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(
-        ssh_server.host_key_line.replace(f"]:{ssh_server.port} ", f"]:{ssh_link.port} ") + "\n"
+        ssh_server.host_key_line.replace(f"]:{ssh_server.port} ", f"]:{slow_link.port} ") + "\n"
     )
     transport = await connect(AMQP_URL, connection_name=f"failover worker {unique}")
     options = worker_options(ssh_server, tmp_path, known_hosts=str(known_hosts), engine="sftp")
@@ -71,21 +52,13 @@ async def worker(
     await transport.close()
 
 
-def remote_folder(ssh_server: SshServer, unique: str) -> Path:
-    folder = ssh_server.home / f"fo-{unique}"
-    folder.mkdir()
-    stat = ssh_server.home.stat()
-    os.chown(folder, stat.st_uid, stat.st_gid)
-    return folder
-
-
 @pytest.mark.parametrize("away", ["until-done", "briefly"])
 async def test_data_transfer_returns_the_result_of_a_job_that_ran_while_it_was_cut_off(
     away: str,
     worker: Worker,
-    broker_link: TcpProxy,
+    broker_proxy: TcpProxy,
     ssh_server: SshServer,
-    ssh_link: TcpProxy,
+    slow_link: TcpProxy,
     tmp_path: Path,
     unique: str,
     caplog: pytest.LogCaptureFixture,
@@ -99,7 +72,7 @@ async def test_data_transfer_returns_the_result_of_a_job_that_ran_while_it_was_c
     folder = remote_folder(ssh_server, unique)
     destination = folder / "big.bin"
     transport = AmqpTransport(
-        _via_proxy(broker_link.port), reconnect_interval=0.2, connection_name="failover facade"
+        amqp_url_via(broker_proxy.port), reconnect_interval=0.2, connection_name="failover facade"
     )
     await transport.connect()
     try:
@@ -111,18 +84,18 @@ async def test_data_transfer_returns_the_result_of_a_job_that_ran_while_it_was_c
                     None,
                     str(source),
                     str(destination),
-                    port=ssh_link.port,
+                    port=slow_link.port,
                     timeout=WAIT,
                 )
             )
             await eventually(lambda: any(".jbpart-" in p.name for p in folder.iterdir()), WAIT)
-            broker_link.refusing = True
-            assert broker_link.cut() >= 1
+            broker_proxy.refusing = True
+            assert broker_proxy.cut() >= 1
             if away == "until-done":
                 await eventually(destination.exists, WAIT)
                 await asyncio.sleep(0.5)  # the reply and the event went out meanwhile
                 assert not call.done()
-            broker_link.refusing = False
+            broker_proxy.refusing = False
             result = await asyncio.wait_for(call, WAIT)
     finally:
         await transport.close()

@@ -25,16 +25,7 @@ from .sshd import SshServer
 from .test_transfer_worker import request_body
 
 pytestmark = pytest.mark.amqp
-RATE = 1_000_000  # bytes/s through the proxy
 SIZE = 3_000_000
-
-
-@pytest.fixture
-async def slow_link(ssh_server: SshServer) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(ssh_server.host, ssh_server.port, rate_bytes_per_s=RATE)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 @pytest.fixture

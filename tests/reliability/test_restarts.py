@@ -40,10 +40,9 @@ from jupiter_bus.topology import TRANSFERS_EXCHANGE, resource_key, transfer_done
 from jupiter_bus.transport import Transport, connect
 from jupiter_bus.transport.amqp import AmqpTransport
 
-from ..conftest import AMQP_URL, eventually
+from ..conftest import AMQP_URL, amqp_url_via, eventually
 from ..proxy import TcpProxy
 from ..sshd import SshServer
-from ..test_amqp_reconnect import _via_proxy
 from ..test_transfer_worker import request_body
 from .conftest import temp_names, user_folder
 
@@ -387,15 +386,6 @@ def _print(what: str, figures: Figures) -> None:
     )
 
 
-@pytest.fixture
-async def broker_proxy() -> AsyncIterator[TcpProxy]:
-    parts = urlsplit(AMQP_URL)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
 async def test_every_job_completes_once_across_connection_cuts(
     broker_proxy: TcpProxy, tmp_path: Path, unique: str
 ) -> None:
@@ -406,7 +396,7 @@ async def test_every_job_completes_once_across_connection_cuts(
 
     before = broker_proxy.connections
     figures = await run_mid_stream(
-        tmp_path, unique, _via_proxy(broker_proxy.port), cut, jobs=jobs, outages=2, timeout=60
+        tmp_path, unique, amqp_url_via(broker_proxy.port), cut, jobs=jobs, outages=2, timeout=60
     )
     assert broker_proxy.connections >= before + 2 * (AGENTS + 1)  # all came back, twice
     _print("connections cut at a TCP proxy (twice)", figures)
