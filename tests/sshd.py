@@ -89,6 +89,12 @@ class SshServer:
     netns: str | None = None
     """The network namespace sshd runs in (None: the root namespace)."""
 
+    def known_hosts_via(self, port: int, path: Path) -> Path:
+        """Write to ``path`` a known_hosts file naming this server's key at ``port`` (a
+        proxy in front of it); return ``path``."""
+        path.write_text(self.host_key_line.replace(f"]:{self.port} ", f"]:{port} ") + "\n")
+        return path
+
 
 def sshd_unavailable_reason() -> str | None:
     """Why a test sshd cannot run on this machine, or None if it can.

@@ -38,10 +38,7 @@ SIZE = 2_000_000
 async def worker(
     ssh_server: SshServer, slow_link: TcpProxy, tmp_path: Path, unique: str
 ) -> AsyncIterator[Worker]:
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(
-        ssh_server.host_key_line.replace(f"]:{ssh_server.port} ", f"]:{slow_link.port} ") + "\n"
-    )
+    known_hosts = ssh_server.known_hosts_via(slow_link.port, tmp_path / "known_hosts")
     transport = await connect(AMQP_URL, connection_name=f"failover worker {unique}")
     options = worker_options(ssh_server, tmp_path, known_hosts=str(known_hosts), engine="sftp")
     running = Worker(transport, f"fo-{unique}", options)

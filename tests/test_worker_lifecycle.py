@@ -43,10 +43,7 @@ AgentFactory = Callable[[], Awaitable[asyncio.subprocess.Process]]
 async def start_agent(
     ssh_server: SshServer, slow_link: TcpProxy, tmp_path: Path, unique: str
 ) -> AsyncIterator[AgentFactory]:
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(
-        ssh_server.host_key_line.replace(f"]:{ssh_server.port} ", f"]:{slow_link.port} ") + "\n"
-    )
+    known_hosts = ssh_server.known_hosts_via(slow_link.port, tmp_path / "known_hosts")
     config = tmp_path / "agent.toml"
     config.write_text(
         f'node = "lc-{unique}"\n'

@@ -478,11 +478,7 @@ async def test_killed_worker_job_completes_elsewhere_without_partial_file(
     ssh_server: SshServer, throttled_sshd: TcpProxy, tmp_path: Path, unique: str
 ) -> None:
     node = f"kill-{unique}"
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(
-        ssh_server.host_key_line.replace(f"]:{ssh_server.port} ", f"]:{throttled_sshd.port} ")
-        + "\n"
-    )
+    known_hosts = ssh_server.known_hosts_via(throttled_sshd.port, tmp_path / "known_hosts")
     config = tmp_path / "agent.toml"
     config.write_text(
         f'node = "{node}"\nbroker = "{AMQP_URL}"\n'
