@@ -66,7 +66,7 @@ class _PooledSshEngine(Engine):
     async def _copy_on(self, conn: PooledConnection, job: CopyJob) -> None:
         sftp = await conn.sftp()
         temp = job.temp_destination
-        self.leftovers.claim(job, temp)
+        await self.leftovers.claim(job, temp)
         await _sweep(self.leftovers, job, sftp.remove)
         await _make_folder(conn, job)
         try:
@@ -124,13 +124,15 @@ async def _sweep(
     paths = leftovers.take(job)
     if not paths:
         return
-    gone = await asyncio.gather(*(_remove_quietly(remove, path) for path in paths))
-    for path, removed in zip(paths, gone, strict=True):
-        if not removed:
-            leftovers.add(job, path)
+    gone: list[bool] = []
+    try:
+        gone = await asyncio.gather(*(_remove_quietly(remove, path) for path in paths))
+    finally:
+        kept = [p for p, g in zip(paths, gone, strict=True) if not g] if gone else paths
+        leftovers.settle(job, paths, kept=kept)
     log.info(
         "removed %d of %d temporary files left on %s by stopped copies",
-        sum(gone),
+        len(paths) - len(kept),
         len(paths),
         job.where,
     )
@@ -212,7 +214,7 @@ class SftpEngine(_PooledSshEngine):
         if channel is None:
             return False
         temp = job.temp_destination
-        self.leftovers.claim(job, temp)
+        await self.leftovers.claim(job, temp)
         await _sweep(self.leftovers, job, channel.remove)
         await _make_folder(conn, job)
         try:

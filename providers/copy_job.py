@@ -11,12 +11,13 @@ with the contract's error kind.
 from __future__ import annotations
 
 import abc
+import asyncio
 import errno
 import hashlib
 import os
 import posixpath
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -96,24 +97,26 @@ class Leftovers:
     """Temporary files that failed copies could not remove, by endpoint (host, port, user).
 
     A copy stopped on a server that had stopped answering (its deadline passed) cannot
-    remove its temporary file there. The engine notes it here and removes it on its next
-    copy to the same endpoint (:meth:`take`), once that server answers again. A run that
-    starts with a noted name owns it (:meth:`claim`): it either renames it or notes it
-    again. Kept in memory, at most ``limit`` names per endpoint (the oldest are
-    forgotten): a worker restarted meanwhile forgets them, and a later run of the same
-    job still replaces its own.
+    remove its temporary file there. The engine notes it here (:meth:`add`) and removes
+    it on its next copy to the same endpoint (:meth:`take`, then :meth:`settle`), once
+    that server answers again. A run that starts with a noted name owns it
+    (:meth:`claim`, which waits while a removal of that name is under way): it either
+    renames it or notes it again. Kept in memory, at most ``limit`` names per endpoint
+    (the oldest are forgotten): a worker restarted meanwhile forgets them, and a later
+    run of the same job still replaces its own.
 
     Example::
 
         leftovers = Leftovers()
         leftovers.add(job, job.temp_destination)   # the removal failed
-        for path in leftovers.take(next_job):      # same endpoint: remove them now
-            ...
+        paths = leftovers.take(next_job)           # same endpoint: remove them now
+        leftovers.settle(next_job, paths, kept=[]) # all gone
     """
 
     def __init__(self, limit: int = 1000) -> None:
         self._limit = limit
         self._paths: dict[tuple[str, int, str], dict[str, None]] = {}
+        self._removing: dict[str, asyncio.Future[None]] = {}
 
     @staticmethod
     def _endpoint(job: CopyJob) -> tuple[str, int, str]:
@@ -126,8 +129,12 @@ class Leftovers:
         while len(paths) > self._limit:
             del paths[next(iter(paths))]
 
-    def claim(self, job: CopyJob, path: str) -> None:
-        """``job`` writes ``path`` now: not a leftover for others to remove."""
+    async def claim(self, job: CopyJob, path: str) -> None:
+        """``job`` writes ``path`` now: once a removal of it under way has ended, it is
+        no leftover for others to remove."""
+        removing = self._removing.get(path)
+        if removing is not None:
+            await asyncio.shield(removing)
         paths = self._paths.get(self._endpoint(job))
         if paths is not None:
             paths.pop(path, None)
@@ -135,9 +142,23 @@ class Leftovers:
                 del self._paths[self._endpoint(job)]
 
     def take(self, job: CopyJob) -> list[str]:
-        """The names left behind on ``job``'s endpoint, forgotten here (note the ones a
-        removal fails for again with :meth:`add`)."""
-        return list(self._paths.pop(self._endpoint(job), {}))
+        """The names left behind on ``job``'s endpoint, to remove now: forgotten here and
+        marked as being removed until :meth:`settle` (a :meth:`claim` of one waits)."""
+        paths = list(self._paths.pop(self._endpoint(job), {}))
+        loop = asyncio.get_running_loop()
+        for path in paths:
+            self._removing[path] = loop.create_future()
+        return paths
+
+    def settle(self, job: CopyJob, paths: Sequence[str], *, kept: Iterable[str]) -> None:
+        """The removal of ``paths`` (from :meth:`take`) is over; those ``kept`` are still
+        there, and noted again."""
+        for path in kept:
+            self.add(job, path)
+        for path in paths:
+            removing = self._removing.pop(path, None)
+            if removing is not None and not removing.done():
+                removing.set_result(None)
 
     def __len__(self) -> int:
         return sum(len(paths) for paths in self._paths.values())

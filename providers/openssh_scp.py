@@ -147,7 +147,7 @@ class OpenSshScpEngine(Engine):
             await self._run(job, sftp_argv, ("\n".join(batch) + "\n").encode())
         # no "-q" for scp: it would also silence ssh's reason for failing
         scp_argv = ["scp", *port, *ssh_options, "--", job.source, self._remote(job, temp)]
-        self.leftovers.claim(job, temp)
+        await self.leftovers.claim(job, temp)
         try:
             await self._run(job, scp_argv)
         except CopyFailure as failure:
@@ -170,10 +170,10 @@ class OpenSshScpEngine(Engine):
         try:
             await self._run(job, sftp_argv, batch_text.encode())
         except BaseException:
-            for path in stale:
-                self.leftovers.add(job, path)
+            self.leftovers.settle(job, stale, kept=stale)
             await asyncio.shield(self._remove_temp(job, sftp_argv, temp))
             raise
+        self.leftovers.settle(job, stale, kept=())
         if stale:
             log.info(
                 "removed %d temporary files left on %s by stopped copies", len(stale), job.where

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import types
 
@@ -61,7 +62,7 @@ def test_facade_offers_every_name_used_from_it() -> None:
             assert getattr(facade, name) is getattr(home, name)
 
 
-def test_leftovers_are_kept_per_endpoint_claimed_by_their_run_and_bounded() -> None:
+async def test_leftovers_are_kept_per_endpoint_claimed_by_their_run_and_bounded() -> None:
     from jupiter_providers.copy_engines import CopyJob, Leftovers
 
     def job(host: str, key: str) -> CopyJob:
@@ -75,8 +76,15 @@ def test_leftovers_are_kept_per_endpoint_claimed_by_their_run_and_bounded() -> N
         leftovers.add(job("a", "k"), f"/d.{i}")
     leftovers.add(job("b", "k"), "/other")
     assert len(leftovers) == 4  # the two oldest of endpoint a forgotten
-    leftovers.claim(job("a", "k"), "/d.3")  # a run of that job writes it again
-    assert leftovers.take(job("a", "x")) == ["/d.2", "/d.4"]
+    await leftovers.claim(job("a", "k"), "/d.3")  # a run of that job writes it again
+    taken = leftovers.take(job("a", "x"))
+    assert taken == ["/d.2", "/d.4"]
     assert leftovers.take(job("a", "x")) == []
+    # a run claiming a name being removed waits until the removal is over
+    claiming = asyncio.create_task(leftovers.claim(job("a", "k2"), "/d.4"))
+    await asyncio.sleep(0.01)
+    assert not claiming.done()
+    leftovers.settle(job("a", "x"), taken, kept=["/d.4"])  # its removal failed
+    await asyncio.wait_for(claiming, 1)
+    assert leftovers.take(job("a", "x")) == []  # claimed: not a leftover any more
     assert leftovers.take(job("b", "x")) == ["/other"]
-    assert len(leftovers) == 0
