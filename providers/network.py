@@ -15,7 +15,9 @@ Samples come from two places:
   peer (beyond DRUPE): links that real traffic keeps fresh are not probed at all.
 
 Rounds are jittered, capped (``max_probes_per_round``) and held to a byte budget per
-link per hour, so N nodes never fire N^2 probes at once.
+link per hour, so N nodes never fire N^2 probes at once. The first waits until the
+node's transfer worker consumes its work queue (health: waiting): the agent starts its
+providers side by side, and a probe sent before would fail for no fault of the link.
 
 Peers come from the configuration (``peers``) and, with ``default_user`` set, from
 resource events of other nodes that carry ``host`` (and ``ssh_port``); a discovered peer
@@ -38,7 +40,7 @@ from typing import Any, Final, Literal, TypeAlias, get_args
 
 from jupiter_bus.backoff import Backoff
 from jupiter_bus.costmodel import Fit, LinkModel, fit, kbit
-from jupiter_bus.errors import ConfigError, JupiterBusError
+from jupiter_bus.errors import ConfigError, JupiterBusError, TransportError
 from jupiter_bus.messages import (
     LinkCost,
     ProfileRequest,
@@ -53,7 +55,7 @@ from jupiter_bus.messages import (
 from jupiter_bus.options import HOST, NODE_NAME, USER_NAME, Options, option
 from jupiter_bus.plugins import NodeContext, Provider, TransferSample, wait_or_stop
 from jupiter_bus.receive import decoded_events
-from jupiter_bus.topology import TRANSFERS_EXCHANGE, network_key, profile_key
+from jupiter_bus.topology import TRANSFERS_EXCHANGE, network_key, profile_key, work_queue
 
 from .transfer import default_state_dir
 
@@ -70,6 +72,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WARM_UP_BYTES = 1000
+WORKER_WAIT_SECONDS = 0.5
+"""How often a profiler whose node's transfer worker is not consuming yet looks again
+before its first round (the agent starts its providers side by side)."""
 """Size of the unrecorded probe that opens a link's SSH connection before a round."""
 
 
@@ -252,6 +257,7 @@ class NetworkProvider(Provider):
             self.peers[peer.node] = peer
         self._probe_ids: set[str] = set()
         self._probing = asyncio.Lock()
+        self._worker_seen = False
         self.probes_sent = 0
         self.probe_failures = 0
         self.probes_ok = 0  # every probe answered ok, warm-ups too (for metrics)
@@ -522,6 +528,9 @@ class NetworkProvider(Provider):
         try:
             wait = random.uniform(0, self.jitter * self.interval)  # spread the first round
             while not await wait_or_stop(stopping, wait):
+                if not await self._worker_ready():
+                    wait = min(self.interval, WORKER_WAIT_SECONDS)
+                    continue
                 sent: dict[str, int] = {}
                 async with self._probing:  # one round or on-demand profile at a time
                     await self._round(stopping, sent)
@@ -540,6 +549,24 @@ class NetworkProvider(Provider):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
+
+    async def _worker_ready(self) -> bool:
+        """Whether this node's transfer worker has been seen consuming its work queue.
+
+        Probes go through it: sent before it consumes (the agent starts its providers
+        side by side), they would be unroutable and count as link failures. Checked
+        until it is first seen; a worker gone later makes probes fail as they should.
+        """
+        if self._worker_seen:
+            return True
+        queue = work_queue(self.context.node)
+        try:
+            self._worker_seen = (await self.context.transport.queue_stats(queue)).consumers > 0
+        except TransportError:  # not declared yet
+            self._worker_seen = False
+        if not self._worker_seen:
+            self.set_health(False, f"waiting for this node's transfer worker on {queue}")
+        return self._worker_seen
 
     async def _round(self, stopping: asyncio.Event, sent: dict[str, int]) -> None:
         """The probes of one round (``sent``: probe bytes per peer, filled in)."""

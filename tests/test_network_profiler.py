@@ -35,6 +35,7 @@ from jupiter_bus.topology import (
 from jupiter_bus.transport import Transport
 
 from .conftest import eventually
+from .test_transfer_worker import Worker
 
 WAIT = 30.0
 
@@ -124,6 +125,33 @@ async def test_failed_probes_are_link_errors_never_samples(
     finally:
         agent.stop()
         await asyncio.wait_for(task, WAIT)
+        await transport.delete_queue(f"jupiter.transfer.{node}")
+
+
+async def test_probing_waits_for_the_nodes_transfer_worker_instead_of_failing(
+    transport: Transport, tmp_path: Path, unique: str
+) -> None:
+    """The agent starts its providers side by side: probes sent before the node's worker
+    consumes would be unroutable and count as failures of a link that is fine."""
+    node = f"nw-{unique}"
+    agent = Agent(node, transport, {"network": profiler_options(tmp_path)})
+    task = asyncio.create_task(agent.run())
+    worker = Worker(transport, node, {"engine": "local", "state_dir": str(tmp_path / "t")})
+    try:
+        await asyncio.wait_for(agent.started(), WAIT)
+        profiler = agent.provider("network")
+        assert isinstance(profiler, NetworkProvider)
+        await asyncio.sleep(1.0)  # ten rounds' worth of interval
+        assert (profiler.probes_sent, profiler.probe_failures) == (0, 0)
+        assert not profiler.health().ok
+        assert "waiting for this node's transfer worker" in profiler.health().detail
+        await worker.start()
+        await eventually(lambda: profiler.probes_ok >= 4, WAIT)  # a warm-up and 3 sizes
+        assert profiler.probe_failures == 0
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, WAIT)
+        await worker.stop()
         await transport.delete_queue(f"jupiter.transfer.{node}")
 
 
@@ -280,11 +308,15 @@ async def test_probe_files_are_sent_whatever_allow_roots_but_only_for_the_profil
 
 
 async def test_a_link_busy_with_real_traffic_is_not_probed_until_it_is_free(
-    transport: Transport, tmp_path: Path
+    transport: Transport, tmp_path: Path, unique: str
 ) -> None:
-    context = NodeContext("me", transport)
+    node = f"bz-{unique}"
+    context = NodeContext(node, transport)
     profiler = NetworkProvider(context, profiler_options(tmp_path))
     stopping = asyncio.Event()
+    # the node's transfer worker (probes wait for one), as another agent of the node
+    worker = Worker(transport, node, {"engine": "local", "state_dir": str(tmp_path / "t")})
+    await worker.start()
     with context.samples.sending("127.0.0.1", 22, "real-job"):
         assert context.samples.busy("127.0.0.1", 22)
         assert not context.samples.busy("127.0.0.1", 22, ignore={"real-job"})
@@ -297,10 +329,13 @@ async def test_a_link_busy_with_real_traffic_is_not_probed_until_it_is_free(
         except BaseException:
             stopping.set()
             await running
+            await worker.stop()
             raise
     assert not context.samples.busy("127.0.0.1", 22)
-    try:  # free again: probed (a warm-up first, unanswered here: node "me" has no worker)
+    try:  # free again: probed (a warm-up first)
         await eventually(lambda: len(profiler.peers["peer1"].probe_bytes) >= 1, WAIT)
     finally:
         stopping.set()
         await asyncio.wait_for(running, WAIT)
+        await worker.stop()
+        await transport.delete_queue(f"jupiter.transfer.{node}")
