@@ -72,10 +72,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WARM_UP_BYTES = 1000
+"""Size of the unrecorded probe that opens a link's SSH connection before a round."""
 WORKER_WAIT_SECONDS = 0.5
 """How often a profiler whose node's transfer worker is not consuming yet looks again
 before its first round (the agent starts its providers side by side)."""
-"""Size of the unrecorded probe that opens a link's SSH connection before a round."""
 
 
 PublishMode: TypeAlias = Literal["links", "batch", "both"]
