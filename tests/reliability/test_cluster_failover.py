@@ -286,7 +286,7 @@ async def test_replies_to_a_stopped_requesters_node_leave_the_worker_alone(
         await _settled(worker_bus, work_queue(node), losses)
         after = [t - stopped for t in losses if t > stopped]
         # Bounded: each job is acked before its reply, so a reply to the stopped node costs
-        # one loss (counted up to twice: the close, and a restore it interrupted). An ack
+        # one loss (counted up to twice: the close, and a restore it interrupted). Likely, an ack
         # still on its way when another reply crashed the connection makes that job come
         # back, answered from the job store to the stopped node once more: a few such
         # rounds under load (37 losses once in a fresh-clone CI run, 6-11 here alone). A
